@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Must be kept in sync with plugins/doc_fragments/common.py.
+"""Argument-spec pieces every kernel.kmod module shares."""
+
+from __future__ import annotations
+
+import typing as t
+
+COMMON_ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
+    "root": {"type": "path", "default": "/"},
+    "kernel_release": {"type": "str"},
+}
+
+
+def argument_spec(**options: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
+    """The shared options plus a module's own."""
+    spec = dict(COMMON_ARGUMENT_SPEC)
+    spec.update(options)
+    return spec

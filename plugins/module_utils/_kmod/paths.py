@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Every file the engine reads or writes, under one alternate system root."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing as t
+
+# libkmod's default configuration directories, in priority order (earlier wins on
+# same-name files). Never prefixed by root in kmod itself; we prefix them so that
+# a root= tree is self-contained.
+CONFIG_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
+MODULES_LOAD_DIRS = ("etc", "run", "usr/local/lib", "usr/lib")
+
+
+@dataclasses.dataclass(frozen=True)
+class KmodPaths:
+    """Where module tree, configuration and kernel state live.
+
+    ``root`` is an alternate system root like ``depmod -b`` / ``modprobe -d``;
+    ``/proc`` and ``/sys`` are read under it too, so a fixture tree can carry
+    its own kernel state.
+    """
+
+    root: str = "/"
+    kernel_release: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kernel_release:
+            object.__setattr__(self, "kernel_release", os.uname().release)
+        object.__setattr__(self, "root", os.path.abspath(self.root or "/"))
+
+    @classmethod
+    def from_params(cls, params: t.Mapping[str, t.Any]) -> "KmodPaths":
+        return cls(root=params.get("root") or "/", kernel_release=params.get("kernel_release") or "")
+
+    def under(self, *parts: str) -> str:
+        """A path below root; absolute parts are re-rooted."""
+        return os.path.join(self.root, *(p.lstrip("/") for p in parts))
+
+    @property
+    def moddir(self) -> str:
+        return self.under("lib/modules", self.kernel_release)
+
+    def module_index(self, name: str) -> str:
+        """E.g. module_index('modules.dep.bin')."""
+        return os.path.join(self.moddir, name)
+
+    @property
+    def modprobe_dirs(self) -> list[str]:
+        return [self.under(d, "modprobe.d") for d in CONFIG_DIRS]
+
+    @property
+    def depmod_dirs(self) -> list[str]:
+        return [self.under(d, "depmod.d") for d in CONFIG_DIRS]
+
+    @property
+    def modules_load_dirs(self) -> list[str]:
+        return [self.under(d, "modules-load.d") for d in MODULES_LOAD_DIRS]
+
+    def proc(self, *parts: str) -> str:
+        return self.under("proc", *parts)
+
+    def sys(self, *parts: str) -> str:
+        return self.under("sys", *parts)
+
+    @property
+    def is_live(self) -> bool:
+        """True when root is '/' and the release is the running kernel's."""
+        return self.root == "/" and self.kernel_release == os.uname().release
