@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run the real modprobe (kmod, the oracle) many times, cheaply and reproducibly.
+
+modprobe reads the host's /proc/cmdline; when we may (root, unshare available) the
+calls run in a private mount namespace with a chosen cmdline bind-mounted over it,
+otherwise the host's cmdline is used and reported, so the engine can be given the
+same. Results are cached under $KMOD_TEST_CACHE/oracle keyed by everything they
+depend on (kmod version, tree, config files, cmdline, queries).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+CACHE = Path(os.environ.get("KMOD_TEST_CACHE", "/var/cache/kernel-kmod-tests")) / "oracle"
+_ENV = {k: v for k, v in os.environ.items() if k != "MODPROBE_OPTIONS"}
+
+
+def kmod_version() -> str:
+    return subprocess.run(["modprobe", "-V"], capture_output=True, text=True, env=_ENV).stdout
+
+
+def _can_unshare() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def _fingerprint(paths: t.Iterable[Path]) -> list[t.Any]:
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out.append([str(p), _fingerprint(sorted(p.iterdir()))])
+        elif p.exists():
+            st = p.stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def run_modprobe(root: Path, release: str, queries: list[list[str]], config: list[Path],
+                 cmdline: str | None = None) -> tuple[str, list[tuple[int, str, str]]]:
+    """Run `modprobe -d root -S release -C c... ARGS` for each query (a list of args).
+
+    Returns (cmdline modprobe saw, [(rc, stdout, stderr)...]). `config` replaces the
+    host's modprobe.d (an empty list means /dev/null: no configuration at all).
+    """
+    if not _can_unshare():
+        cmdline = Path("/proc/cmdline").read_text()
+    elif cmdline is None:
+        cmdline = ""
+    base = ["modprobe", "-d", str(root), "-S", release]
+    for c in config or [Path("/dev/null")]:
+        base += ["-C", str(c)]
+    moddir = root / "lib" / "modules" / release
+    key = hashlib.sha256(json.dumps([
+        kmod_version(), base, cmdline, queries,
+        _fingerprint([moddir / n for n in ("modules.dep.bin", "modules.alias.bin",
+                                           "modules.symbols.bin", "modules.builtin.bin",
+                                           "modules.builtin.alias.bin", "modules.softdep")]),
+        _fingerprint(config)]).encode()).hexdigest()
+    cached = CACHE / f"{key}.json"
+    if cached.exists():
+        return cmdline, [tuple(r) for r in json.loads(cached.read_text())]
+    jobs = json.dumps([base + q for q in queries])
+    if _can_unshare():
+        with tempfile.NamedTemporaryFile("w", suffix=".cmdline") as f:
+            f.write(cmdline)
+            f.flush()
+            script = f'mount --bind "$0" /proc/cmdline && exec "$1" "$2"'
+            proc = subprocess.run(["unshare", "-m", "sh", "-c", script, f.name, sys.executable, __file__],
+                                  input=jobs, capture_output=True, text=True, env=_ENV, check=True)
+    else:
+        proc = subprocess.run([sys.executable, __file__], input=jobs, capture_output=True, text=True,
+                              env=_ENV, check=True)
+    results = json.loads(proc.stdout)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results))
+    tmp.replace(cached)
+    return cmdline, [tuple(r) for r in results]
+
+
+def _run_jobs() -> None:
+    """Child side: run every argv from stdin in a small thread pool, print results as JSON."""
+    jobs = json.loads(sys.stdin.read())
+
+    def one(argv: list[str]) -> tuple[int, str, str]:
+        p = subprocess.run(argv, capture_output=True, text=True, errors="surrogateescape", env=_ENV)
+        return p.returncode, p.stdout, p.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, jobs))
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    _run_jobs()
