@@ -1,0 +1,273 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What kmod reads from a module's ELF image (libkmod-elf.c), with kmod's exact rules.
+
+pyelftools parses the ELF header. Section headers and symbol tables are read with
+``struct`` over the same bytes: depmod touches every symbol of thousands of modules
+and pyelftools' per-record parsing is two orders of magnitude too slow for that.
+Each structure has exactly one parser here.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import typing as t
+
+from .errors import ElfFormatError
+
+try:
+    from elftools.common.exceptions import ELFError
+    from elftools.construct import ConstructError
+    from elftools.elf.structs import ELFStructs
+    HAS_PYELFTOOLS = True
+except ImportError:  # reported by the modules through missing_required_lib
+    HAS_PYELFTOOLS = False
+
+SHN_UNDEF = 0
+SHN_ABS = 0xFFF1
+STB_WEAK = 2
+STT_REGISTER = 13  # SPARC only: "undefined" global register symbols are not dependencies
+_CRC_PREFIX = b"__crc_"
+_EI_NIDENT = 16
+# ELFCLASS32 / ELFCLASS64 -> (Ehdr size, Shdr struct, Sym struct, pointer size). The Sym
+# structs keep only (st_name, st_info, st_shndx, st_value), in that order.
+_LAYOUT = {
+    1: (52, "IIIIIIIIII", "IIxxxxBxH", 4),  # unpacks as (name, value, info, shndx): reordered
+    2: (64, "IIQQQQIIQQ", "IBxHQxxxxxxxx", 8),
+}
+
+
+class Section(t.NamedTuple):
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    header_offset: int  # where this section's header starts in the file (for in-place patching)
+
+
+@functools.lru_cache(maxsize=None)
+def _header_struct(little_endian: bool, elfclass: int) -> t.Any:
+    structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+    structs.create_basic_structs()
+    return structs.Elf_Ehdr
+
+
+def _cstr(data: bytes, offset: int) -> bytes:
+    end = data.find(b"\0", offset)
+    return data[offset:] if end < 0 else data[offset:end]
+
+
+def _text(raw: bytes) -> str:
+    # Lossless: non-UTF-8 bytes survive a round trip through encode(..., "surrogateescape").
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class ModuleElf:
+    """One module image. Build it with parse_module()."""
+
+    def __init__(self, data: bytes, path: str | None = None) -> None:
+        self.data = data
+        self.path = path or "<memory>"
+        if len(data) <= _EI_NIDENT or not data.startswith(b"\x7fELF"):
+            raise self._error("not an ELF file")
+        self.elfclass = {1: 32, 2: 64}.get(data[4], 0)
+        if not self.elfclass or data[5] not in (1, 2):
+            raise self._error(f"unsupported ELF class {data[4]} or byte order {data[5]}")
+        ehdr_size, shdr_fmt, sym_fmt, self.pointer_size = _LAYOUT[data[4]]
+        self.little_endian = data[5] == 1
+        if len(data) <= ehdr_size:
+            raise self._error("truncated ELF header")
+        order = "<" if self.little_endian else ">"
+        self._sym = struct.Struct(order + sym_fmt)
+        self._shdr = struct.Struct(order + shdr_fmt)
+        try:
+            header = _header_struct(self.little_endian, self.elfclass).parse(data)
+        except (ELFError, ConstructError) as exc:
+            raise self._error(f"bad ELF header: {exc}") from exc
+        self.machine: str = header["e_machine"]
+        self.sections = self._read_sections(header["e_shoff"], header["e_shnum"],
+                                            header["e_shentsize"], header["e_shstrndx"])
+        self._by_name: dict[str, Section] = {}
+        for sec in self.sections:  # first match wins, like elf_find_section
+            self._by_name.setdefault(sec.name, sec)
+        self.modinfo = self._strings(".modinfo")
+        self._symcache: list[tuple[int, int, int, int]] | bool | None = None
+
+    def _error(self, what: str) -> ElfFormatError:
+        return ElfFormatError(f"{self.path}: {what}", path=self.path)
+
+    def _read_sections(self, shoff: int, shnum: int, shentsize: int, shstrndx: int) -> list[Section]:
+        data = self.data
+        if shentsize != self._shdr.size:
+            raise self._error(f"unexpected section header size {shentsize}")
+        if shoff + shnum * shentsize > len(data):
+            raise self._error("file too short to hold its section headers")
+        raw = [self._shdr.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        if not 0 < shstrndx < shnum:
+            raise self._error("no section name table")
+        name_hdr = raw[shstrndx]
+        names_off, names_size = name_hdr[4], name_hdr[5]
+        if names_off + names_size > len(data) or names_size == 0 or data[names_off + names_size - 1] != 0:
+            raise self._error("section name table is not NUL-terminated")
+        names = data[names_off:names_off + names_size]
+        out = []
+        for i in range(1, shnum):
+            name_off, stype, flags, _addr, offset, size = raw[i][:6]
+            # libkmod ignores sections that do not fit in the file or whose name is out of range
+            if offset + size > len(data) or name_off >= names_size:
+                continue
+            out.append(Section(i, _text(_cstr(names, name_off)), stype, flags, offset, size,
+                               shoff + i * shentsize))
+        self._raw_sections = raw
+        return out
+
+    def section(self, name: str) -> Section | None:
+        """The first section with that name (libkmod's rule), or None."""
+        return self._by_name.get(name)
+
+    def section_bytes(self, name: str) -> bytes | None:
+        sec = self._by_name.get(name)
+        return None if sec is None else self.data[sec.offset:sec.offset + sec.size]
+
+    def _strings(self, name: str) -> list[tuple[str, str]]:
+        """kmod_elf_get_strings split at the first '=' (kmod_module_get_info)."""
+        raw = self.section_bytes(name)
+        if not raw:
+            return []
+        raw = raw.lstrip(b"\0")
+        if len(raw) <= 1:  # libkmod's size check quirk: a lone byte yields nothing
+            return []
+        out = []
+        for item in raw.split(b"\0"):
+            if item:
+                key, _, value = item.partition(b"=")
+                out.append((_text(key), _text(value)))
+        return out
+
+    def get(self, key: str) -> str | None:
+        """The first modinfo value for key."""
+        for k, v in self.modinfo:
+            if k == key:
+                return v
+        return None
+
+    @property
+    def vermagic(self) -> str | None:
+        return self.get("vermagic")
+
+    @property
+    def this_module_name(self) -> str | None:
+        """The name field of struct module in .gnu.linkonce.this_module: what the kernel registers.
+
+        struct module starts with an enum (padded to pointer alignment) and a
+        list_head (two pointers), then char name[64 - sizeof(long)].
+        """
+        raw = self.section_bytes(".gnu.linkonce.this_module")
+        start = 3 * self.pointer_size if self.pointer_size == 8 else 12
+        if raw is None or len(raw) < start + 1:
+            return None
+        name = _cstr(raw[start:start + 64 - self.pointer_size], 0)
+        return _text(name) if name else None
+
+    def _symbols(self) -> list[tuple[int, int, int, int]] | None:
+        """(st_name, st_info, st_shndx, st_value) from index 1, or None if .symtab/.strtab are unusable."""
+        if self._symcache is None:
+            symtab = self._by_name.get(".symtab")
+            if symtab is None or ".strtab" not in self._by_name or symtab.size % self._sym.size:
+                self._symcache = False
+            else:
+                rows = self._sym.iter_unpack(self.data[symtab.offset + self._sym.size:symtab.offset + symtab.size])
+                if self.elfclass == 32:
+                    self._symcache = [(n, i, x, v) for n, v, i, x in rows]
+                else:
+                    self._symcache = list(rows)
+        return self._symcache or None
+
+    def exports(self) -> list[tuple[str, int]]:
+        """(symbol, crc) the module exports, by depmod's rules (kmod_elf_get_symbols)."""
+        syms = self._symbols()
+        if syms is not None:
+            strtab = self._by_name[".strtab"]
+            data, base, size = self.data, strtab.offset, strtab.size
+            if max(syms)[0] < size:
+                out = [(_text(_cstr(data, base + name_off + len(_CRC_PREFIX))), self._resolve_crc(value, shndx))
+                       for name_off, _, shndx, value in syms
+                       if data.startswith(_CRC_PREFIX, base + name_off)]
+                if out:
+                    return out
+        # No __crc_ symbols (kernel without MODVERSIONS): the exported names list.
+        raw = self.section_bytes("__ksymtab_strings")
+        if not raw:
+            return []
+        raw = raw.lstrip(b"\0")
+        if len(raw) <= 1:
+            return []
+        return [(_text(s), 0) for s in raw.split(b"\0") if s]
+
+    def _resolve_crc(self, value: int, shndx: int) -> int:
+        if shndx in (SHN_UNDEF, SHN_ABS):
+            return value
+        if shndx >= len(self._raw_sections):
+            return 0xFFFFFFFFFFFFFFFF
+        offset, size = self._raw_sections[shndx][4:6]
+        # unsigned arithmetic as in kmod_elf_resolve_crc
+        if offset + size > len(self.data) or value > (size - 4) % (1 << 64):
+            return 0xFFFFFFFFFFFFFFFF
+        return int.from_bytes(self.data[offset + value:offset + value + 4],
+                              "little" if self.little_endian else "big")
+
+    def versions(self) -> list[tuple[str, int]]:
+        """__versions records (name, crc) in section order; empty if the section is malformed."""
+        sec = self._by_name.get("__versions")
+        if sec is None or sec.size % 64:
+            return []
+        crclen = self.pointer_size
+        fmt = ("<" if self.little_endian else ">") + ("Q" if crclen == 8 else "I")
+        data = self.data
+        return [(_text(_cstr(data[off + crclen:off + 64], 0)), struct.unpack_from(fmt, data, off)[0])
+                for off in range(sec.offset, sec.offset + sec.size, 64)]
+
+    def undefined(self) -> list[tuple[str, int, bool]]:
+        """(symbol, crc, weak) the module needs, in kmod_elf_get_dependency_symbols order.
+
+        Undefined .symtab entries in table order, CRCs from __versions, then the
+        __versions entries no symbol matched (module_layout and the like).
+        """
+        syms = self._symbols()
+        if syms is None:
+            return []
+        strtab = self._by_name[".strtab"]
+        data, base, size = self.data, strtab.offset, strtab.size
+        versions = self.versions()
+        first_index: dict[str, int] = {}
+        for i, (name, _) in enumerate(versions):
+            first_index.setdefault(name, i)
+        visited = [False] * len(versions)
+        sparc = self.machine in ("EM_SPARC", "EM_SPARCV9")
+        out = []
+        for name_off, info, shndx, _ in syms:
+            if shndx != SHN_UNDEF or (sparc and info & 0xF == STT_REGISTER):
+                continue
+            if name_off >= size:
+                return []  # libkmod gives up on the whole list (-EINVAL)
+            raw = _cstr(data, base + name_off)
+            if not raw:
+                continue
+            name = _text(raw)
+            idx = first_index.get(name)
+            crc = 0
+            if idx is not None:
+                visited[idx] = True
+                crc = versions[idx][1]
+            out.append((name, crc, info >> 4 == STB_WEAK))
+        out.extend((name, crc, False) for (name, crc), seen in zip(versions, visited) if not seen)
+        return out
+
+
+def parse_module(data: bytes, path: str | None = None) -> ModuleElf:
+    """Parse decompressed module bytes; ElfFormatError (naming path) if libkmod would reject them."""
+    if not HAS_PYELFTOOLS:
+        raise ElfFormatError("The pyelftools Python library is required to read kernel modules")
+    return ModuleElf(data, path)
