@@ -89,6 +89,11 @@ class ConfLine:
         return len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
 
     @property
+    def is_entry(self) -> bool:
+        """A line that blacklists or stops loading a module: what remove/exclusive drop."""
+        return self.key is not None and (self.kind == "blacklist" or self.stops_loading)
+
+    @property
     def is_disable(self) -> bool:
         """``install NAME /bin/false`` (or another ``false``): every load fails."""
         return self.stops_loading and os.path.basename(_shell_words(self.rest)[0]) == "false"
@@ -162,12 +167,16 @@ class ModprobeConfEditor:
         return "".join(line.raw for line in self.lines)
 
     def blacklisted(self) -> list[str]:
-        """Names with a ``blacklist`` line, in file order, as spelled in the file."""
-        return _unique(line.words[1] for line in self.lines if line.kind == "blacklist" and line.key)
+        """Normalised names with a ``blacklist`` line, in file order."""
+        return _unique(line.key for line in self.lines if line.kind == "blacklist" and line.key)
 
     def disabled(self) -> list[str]:
-        """Names with a ``install NAME /bin/false``-style line, in file order."""
-        return _unique(line.words[1] for line in self.lines if line.is_disable and line.key)
+        """Normalised names with an ``install NAME /bin/false``-style line, in file order."""
+        return _unique(line.key for line in self.lines if line.is_disable and line.key)
+
+    def managed(self) -> list[str]:
+        """Normalised names with any line this editor adds or removes, in file order."""
+        return _unique(line.key for line in self.lines if line.is_entry and line.key)
 
     def ensure(self, name: str, mode: str) -> None:
         """The file blacklists name; with mode 'disable' it also makes every load fail.
@@ -194,15 +203,12 @@ class ModprobeConfEditor:
         """No blacklist or load-stopping install line for name is left; custom install
         commands for it are not ours to judge and stay."""
         key = module_key(check_module_name(name))
-        self._drop(line for line in self.lines
-                   if line.key == key and (line.kind == "blacklist" or line.stops_loading))
+        self._drop(line for line in self.lines if line.is_entry and line.key == key)
 
     def keep_only(self, names: t.Iterable[str]) -> None:
         """Remove the entries of every module not in names."""
         keys = {module_key(check_module_name(n)) for n in names}
-        self._drop(line for line in self.lines
-                   if line.key is not None and line.key not in keys
-                   and (line.kind == "blacklist" or line.stops_loading))
+        self._drop(line for line in self.lines if line.is_entry and line.key not in keys)
 
     def _drop(self, lines: t.Iterable[ConfLine]) -> None:
         gone = {id(line) for line in lines}
