@@ -92,8 +92,9 @@ def _run_jobs() -> None:
     jobs = json.loads(sys.stdin.read())
 
     def one(argv: list[str]) -> tuple[int, str, str]:
-        p = subprocess.run(argv, capture_output=True, text=True, errors="surrogateescape", env=_ENV)
-        return p.returncode, p.stdout, p.stderr
+        # bytes, not text=True: universal newlines would turn a config's "\r\n" into "\n"
+        p = subprocess.run(argv, capture_output=True, env=_ENV)
+        return p.returncode, p.stdout.decode(errors="surrogateescape"), p.stderr.decode(errors="surrogateescape")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(one, jobs))

@@ -1,0 +1,382 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""modprobe.d configuration as libkmod reads it (libkmod-config.c, kmod 30 = our oracle).
+
+Every directive keeps the file and line it came from. Lines kmod ignores are ignored here
+too, but reported in ``warnings`` as ``file:line: reason``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import typing as t
+
+from .names import alias_normalize, fnmatch
+from .paths import KmodPaths
+
+KCMDLINE_MAX = 4095  # libkmod reads /proc/cmdline into a 4096-byte buffer
+_C_SPACE = " \t\n\v\f\r"  # C isspace() in the "C" locale
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a directive was written: a config file and its line (0 for the kernel cmdline)."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    pattern: str
+    modname: str
+    source: Source
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    modname: str
+    options: str
+    source: Source
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """An ``install`` or ``remove`` directive; modname may be an fnmatch pattern."""
+
+    modname: str
+    command: str
+    source: Source
+
+
+@dataclasses.dataclass(frozen=True)
+class Blacklist:
+    modname: str
+    source: Source
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftDep:
+    modname: str
+    pre: tuple[str, ...]
+    post: tuple[str, ...]
+    source: Source
+
+
+@dataclasses.dataclass(frozen=True)
+class WeakDep:
+    modname: str
+    deps: tuple[str, ...]
+    source: Source
+
+
+def _is_conf_name(name: str) -> bool:
+    # kmod 30's conf_files_filter_out: hidden files are skipped; '.conf' and the legacy
+    # '.alias' suffix are accepted (later kmod releases accept '.conf' only).
+    return not name.startswith(".") and len(name) >= 6 and name.endswith((".conf", ".alias"))
+
+
+def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
+                 warnings: list[str] | None = None) -> list[str]:
+    """The files libkmod parses, in its order: one list sorted by basename, the first
+    file seen under a basename wins (modules.softdep/weakdep first, then the dirs in order).
+
+    ``config_paths`` replaces the modprobe.d directories like ``modprobe -C``; a path that
+    is a regular file is taken under its own basename.
+    """
+    by_name: dict[str, str] = {}
+    for name in ("modules.softdep", "modules.weakdep"):
+        by_name[name] = os.path.join(paths.moddir, name)
+    dirs = paths.modprobe_dirs if config_paths is None else list(config_paths)
+    for d in dirs:
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            by_name.setdefault(os.path.basename(d), d)
+            continue
+        try:
+            entries = os.listdir(d)
+        except OSError as e:
+            if warnings is not None:
+                warnings.append(f"{d}: cannot list directory: {e.strerror}")
+            continue
+        for name in entries:
+            if not _is_conf_name(name) or name in by_name:
+                continue
+            full = os.path.join(d, name)
+            if os.path.isdir(full):
+                if warnings is not None:
+                    warnings.append(f"{full}: directories inside configuration directories are ignored")
+                continue
+            by_name[name] = full
+    return [by_name[name] for name in sorted(by_name, key=lambda n: n.encode("utf-8", "surrogateescape"))]
+
+
+def logical_lines(text: str) -> t.Iterator[tuple[int, str]]:
+    """(first physical line number, line) as kmod's freadline_wrapped joins them:
+    backslash-newline continues a line, any other backslash escape keeps just the char."""
+    lineno = 1
+    i, n = 0, len(text)
+    while i < n:
+        start = lineno
+        out: list[str] = []
+        while i < n:
+            c = text[i]
+            i += 1
+            if c == "\n":
+                lineno += 1
+                break
+            if c == "\\" and i < n:
+                c = text[i]
+                i += 1
+                if c == "\n":
+                    lineno += 1
+                    continue
+            elif c == "\\":
+                continue  # a backslash at end of file is dropped
+            out.append(c)
+        yield start, "".join(out)
+
+
+class _Tokens:
+    """strtok_r over ' ' and '\\t' with libkmod's "rest of line" (strtok_r(NULL, "\\0"))."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        self.pos = 0
+
+    def next(self) -> str | None:
+        line, i = self.line, self.pos
+        while i < len(line) and line[i] in " \t":
+            i += 1
+        if i >= len(line):
+            self.pos = i
+            return None
+        j = i
+        while j < len(line) and line[j] not in " \t":
+            j += 1
+        self.pos = j + 1  # strtok_r overwrites the one separator that ended the token
+        return line[i:j]
+
+    def rest(self) -> str | None:
+        rest = self.line[self.pos:]
+        self.pos = len(self.line)
+        return rest or None
+
+
+def _underscores(s: str | None) -> str | None:
+    if s is None:
+        return None
+    try:
+        return alias_normalize(s)
+    except ValueError:
+        return None
+
+
+def _split_space(s: str) -> list[str]:
+    out, cur = [], []
+    for c in s:
+        if c in _C_SPACE:
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _parse_softdep(rest: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    pre: list[str] = []
+    post: list[str] = []
+    mode: list[str] | None = None
+    for tok in _split_space(rest):
+        if tok == "pre:":
+            mode = pre
+        elif tok == "post:":
+            mode = post
+        elif mode is not None:
+            mode.append(tok)  # names before any 'pre:'/'post:' are ignored, as in kmod
+    return tuple(pre), tuple(post)
+
+
+@dataclasses.dataclass
+class ModprobeConfig:
+    """All directives in libkmod's order (files in basename order, kernel cmdline last)."""
+
+    aliases: list[Alias] = dataclasses.field(default_factory=list)
+    options: list[Options] = dataclasses.field(default_factory=list)
+    install: list[Command] = dataclasses.field(default_factory=list)
+    remove: list[Command] = dataclasses.field(default_factory=list)
+    blacklist: list[Blacklist] = dataclasses.field(default_factory=list)
+    softdeps: list[SoftDep] = dataclasses.field(default_factory=list)
+    weakdeps: list[WeakDep] = dataclasses.field(default_factory=list)
+    files: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def load(cls, paths: KmodPaths, cmdline: str | None = None,
+             config_paths: list[str] | None = None) -> "ModprobeConfig":
+        """Read the configuration of ``paths`` like libkmod's kmod_config_new.
+
+        ``cmdline`` is the kernel command line to take ``mod.param=value`` options and
+        ``modprobe.blacklist=`` from; None reads ``/proc/cmdline`` under root (if any),
+        "" means none. ``config_paths`` replaces the modprobe.d directories (``modprobe -C``).
+        """
+        config = cls()
+        for path in config_files(paths, config_paths, config.warnings):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "surrogateescape")
+            except OSError:
+                continue  # libkmod skips files it cannot open, silently
+            config.files.append(path)
+            config.parse(text, path)
+        cmdline_path = paths.proc("cmdline")
+        if cmdline is None:
+            try:
+                with open(cmdline_path, "rb") as f:
+                    cmdline = f.read(KCMDLINE_MAX).decode("utf-8", "surrogateescape")
+            except OSError:
+                cmdline = ""
+        config.parse_kcmdline(cmdline, Source(cmdline_path, 0))
+        return config
+
+    def parse(self, text: str, path: str) -> None:
+        """Add the directives of one file's text (kmod_config_parse)."""
+        for lineno, line in logical_lines(text):
+            if not line or line[0] == "#":
+                continue
+            tokens = _Tokens(line)
+            cmd = tokens.next()
+            if cmd is None:
+                continue
+            src = Source(path, lineno)
+            if not self._directive(cmd, tokens, src):
+                self.warnings.append(f"{src}: ignoring bad line starting with '{cmd}'")
+
+    def _directive(self, cmd: str, tokens: _Tokens, src: Source) -> bool:
+        if cmd == "alias":
+            pattern = _underscores(tokens.next())
+            modname = _underscores(tokens.next())
+            if pattern is None or modname is None:
+                return False
+            self.aliases.append(Alias(pattern, modname, src))
+        elif cmd == "blacklist":
+            modname = _underscores(tokens.next())
+            if modname is None:
+                return False
+            self.blacklist.append(Blacklist(modname, src))
+        elif cmd in ("options", "install", "remove", "softdep", "weakdep"):
+            modname = _underscores(tokens.next())
+            rest = tokens.rest()
+            if modname is None or rest is None:
+                return False
+            if cmd == "options":
+                self.options.append(Options(modname, rest.replace("\t", " "), src))
+            elif cmd == "softdep":
+                self.softdeps.append(SoftDep(modname, *_parse_softdep(rest), src))
+            elif cmd == "weakdep":
+                self.weakdeps.append(WeakDep(modname, tuple(_split_space(rest)), src))
+            else:
+                getattr(self, cmd).append(Command(modname, rest, src))
+        elif cmd in ("include", "config"):
+            self.warnings.append(f"{src}: command {cmd} is deprecated and not parsed anymore")
+        else:
+            return False
+        return True
+
+    def parse_kcmdline(self, cmdline: str, src: Source) -> None:
+        """Options and blacklist from the kernel command line (kmod_config_parse_kcmdline)."""
+        b = bytearray(cmdline.encode("utf-8", "surrogateescape")[:KCMDLINE_MAX]) + b"\0"
+
+        def cstr(off: int) -> str:
+            return b[off:b.index(0, off)].decode("utf-8", "surrogateescape")
+
+        MODNAME, PARAM, VALUE, IGNORE = range(4)
+        state, modname, quote_start = MODNAME, 0, -1
+        param = value = -1  # like the C pointers, these survive from one token to the next
+        quoted = False
+        for p in range(len(b)):
+            c = b[p]
+            complete = False
+            if c == 0x22:  # '"'
+                quoted = not quoted
+                if quoted and state == MODNAME and p == modname:
+                    quote_start, modname = p, p + 1
+                elif state != VALUE:
+                    state = IGNORE
+            elif c == 0 or chr(c) in _C_SPACE:
+                if quoted and state == VALUE:
+                    pass
+                elif quoted:
+                    state = IGNORE
+                elif state in (VALUE, PARAM):
+                    b[p] = 0
+                    complete = True
+                else:
+                    modname, state, quote_start = p + 1, MODNAME, -1
+            elif c == 0x2E:  # '.'
+                if state == MODNAME:
+                    b[p] = 0
+                    param, state = p + 1, PARAM
+                elif state == PARAM:
+                    state = IGNORE
+            elif c == 0x3D:  # '='
+                if state == PARAM:
+                    value, state = p + 1, VALUE
+                elif state == MODNAME:
+                    state = IGNORE
+            if complete:
+                if 0 <= quote_start < modname:
+                    # A bootloader quoted the whole token: "mod.p=v w" becomes p="v w".
+                    b[quote_start:value - 1] = b[modname:value]
+                    value, modname, param = value - 1, modname - 1, param - 1
+                    b[value] = 0x22
+                self._kcmdline_option(cstr(modname), cstr(param), cstr(value) if value >= 0 else None, src)
+                modname, state, quote_start = p + 1, MODNAME, -1
+
+    def _kcmdline_option(self, modname: str, param: str, value: str | None, src: Source) -> None:
+        if modname == "modprobe" and param.startswith("blacklist="):
+            for name in (value or "").split(","):
+                self.blacklist.append(Blacklist(name, src))
+            return
+        name = _underscores(modname)
+        if name is None:
+            self.warnings.append(f"{src}: ignoring bad option on kernel command line while "
+                                 f"parsing module name: '{modname}'")
+            return
+        self.options.append(Options(name, param, src))
+
+    # Queries with libkmod's matching rules.
+
+    def options_for(self, name: str, alias: str | None = None) -> str | None:
+        """kmod_module_get_options: every options entry for the name (or the alias it was
+        reached by), joined by single spaces; None when there are none."""
+        found = [o.options for o in self.options
+                 if o.options and (o.modname == name or (alias is not None and o.modname == alias))]
+        return " ".join(found) if found else None
+
+    def install_for(self, name: str) -> Command | None:
+        """The first install entry whose pattern fnmatches the module name."""
+        return next((c for c in self.install if fnmatch(c.modname, name)), None)
+
+    def remove_for(self, name: str) -> Command | None:
+        return next((c for c in self.remove if fnmatch(c.modname, name)), None)
+
+    def softdep_for(self, name: str) -> SoftDep | None:
+        """The first softdep entry whose pattern fnmatches the module name."""
+        return next((s for s in self.softdeps if fnmatch(s.modname, name)), None)
+
+    def weakdep_for(self, name: str) -> WeakDep | None:
+        return next((w for w in self.weakdeps if fnmatch(w.modname, name)), None)
+
+    def is_blacklisted(self, name: str) -> bool:
+        return any(b.modname == name for b in self.blacklist)
