@@ -1,0 +1,228 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Module information exactly as kmod's ``modinfo`` reports it (tools/modinfo.c).
+
+Fields come from the ELF ``.modinfo`` section (or ``modules.builtin.modinfo`` for
+builtin modules), followed by the appended signature. ``format_modinfo`` renders
+them byte for byte like ``modinfo NAME``; ``ModInfo.as_dict`` is the structured form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import typing as t
+
+from .elf import parse_module
+from .errors import KmodError, ModuleLookupError
+from .file import read_module_bytes
+from .index import load_index
+from .names import alias_normalize, has_module_extension, modname_from_path, modname_normalize
+from .paths import KmodPaths
+from .signature import ModuleSignature, hex_string, read_signature
+
+# Keys a module may repeat; the dict form always gives them as lists.
+LIST_KEYS = frozenset({"alias", "author", "firmware", "softdep", "weakdep", "import_ns"})
+PARAM_KEYS = ("parm", "parmtype")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One parameter after modinfo's merge of ``parm`` and ``parmtype`` entries."""
+
+    name: str
+    description: str | None
+    type: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModInfo:
+    """Everything ``modinfo`` prints for one module.
+
+    ``fields`` keeps modinfo's order and duplicates, signature fields included;
+    ``filename`` is None for a builtin module.
+    """
+
+    name: str
+    filename: str | None
+    fields: tuple[tuple[str, str], ...]
+    signature: ModuleSignature | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.filename is None
+
+    @property
+    def params(self) -> list[Param]:
+        """Merged parameters in modinfo's print order: reverse order of first appearance."""
+        return merge_params(self.fields)
+
+    def values(self, key: str) -> list[str]:
+        return [v for k, v in self.fields if k == key]
+
+    def as_dict(self) -> dict[str, t.Any]:
+        """Facts form: each key once (a list when repeated or in LIST_KEYS), ``parm`` by name."""
+        out: dict[str, t.Any] = {"filename": self.filename or "(builtin)", "builtin": self.builtin}
+        if self.builtin:
+            out["name"] = self.name
+        for key, value in self.fields:
+            if key in PARAM_KEYS:
+                continue
+            if key in LIST_KEYS:
+                out.setdefault(key, []).append(value)
+            elif key in out and key != "name":
+                previous = out[key]
+                out[key] = (previous if isinstance(previous, list) else [previous]) + [value]
+            else:
+                out[key] = value
+        out["parm"] = {p.name: {"description": p.description, "type": p.type} for p in self.params}
+        return out
+
+
+def merge_params(fields: t.Iterable[tuple[str, str]]) -> list[Param]:
+    """tools/modinfo.c process_parm(): later descriptions/types override earlier ones.
+
+    Entries without a ':' are skipped (modinfo reports them on stderr).
+    """
+    merged: dict[str, list[str | None]] = {}
+    for key, value in fields:
+        if key not in PARAM_KEYS or ":" not in value:
+            continue
+        name, _, text = value.partition(":")
+        slot = merged.setdefault(name, [None, None])
+        slot[0 if key == "parm" else 1] = text
+    return [Param(name, desc, typ) for name, (desc, typ) in reversed(merged.items())]
+
+
+def signature_fields(sig: ModuleSignature) -> list[tuple[str, str]]:
+    """The five entries kmod_module_get_info() appends for a signed module."""
+    return [
+        ("sig_id", sig.id_type),
+        ("signer", sig.signer),
+        ("sig_key", hex_string(sig.key_id)),
+        ("sig_hashalgo", sig.hash_algo),
+        ("signature", hex_string(sig.signature)),
+    ]
+
+
+def modinfo_from_file(path: str, name: str | None = None) -> ModInfo:
+    """ModInfo of a module file (plain or compressed); KmodError naming the file if unusable."""
+    data, _ = read_module_bytes(path)
+    fields = list(parse_module(data, path).modinfo)
+    sig = read_signature(data)
+    if sig is not None:
+        fields += signature_fields(sig)
+    return ModInfo(name or modname_from_path(path), path, tuple(fields), sig)
+
+
+def builtin_modinfo(moddir: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """modules.builtin.modinfo as {module: fields}, like libkmod-builtin.c reads it.
+
+    Records are NUL-terminated ``module.key=value``; a module's fields are the first
+    contiguous run of its records. A record without a '.' ends the file for libkmod too.
+    """
+    try:
+        with open(os.path.join(moddir, "modules.builtin.modinfo"), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise KmodError(f"Cannot read {moddir}/modules.builtin.modinfo: {exc.strerror}") from exc
+    result: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for record in raw.decode("utf-8", "surrogateescape").split("\0"):
+        module, dot, rest = record.partition(".")
+        if not dot:
+            break
+        if module != current:
+            current = module if module not in result else None
+            if current is not None:
+                result[current] = []
+        if current is not None:
+            key, _, value = rest.partition("=")
+            result[current].append((key, value))
+    return {name: tuple(fields) for name, fields in result.items()}
+
+
+def format_modinfo(info: ModInfo) -> str:
+    """The exact text ``modinfo`` prints for this module (default format, '\\n' separator)."""
+    lines = []
+    if info.builtin:
+        lines.append(f"{'name:':<16}{info.name}")
+    lines.append(f"{'filename:':<16}{info.filename or '(builtin)'}")
+    for key, value in info.fields:
+        if key in PARAM_KEYS:
+            continue
+        # printf("%s:%-*s", key, 15 - keylen, ""): a negative width pads as its absolute value.
+        lines.append(f"{key}:{' ' * abs(15 - len(key))}{value}")
+    for p in info.params:
+        if p.description is None:
+            text = f"{p.name}:{p.type}"
+        elif p.type is not None:
+            text = f"{p.name}:{p.description} ({p.type})"
+        else:
+            text = f"{p.name}:{p.description}"
+        lines.append(f"{'parm:':<16}{text}")
+    return "".join(line + "\n" for line in lines)
+
+
+class ModinfoReader:
+    """Finds modules in one kernel's tree and reads their modinfo.
+
+    ``lookup`` follows modinfo's argument rules: a path to a module file is read
+    directly, anything else is looked up by name in modules.dep, then modules.builtin.
+    """
+
+    def __init__(self, paths: KmodPaths) -> None:
+        self.paths = paths
+        self._builtin_fields: dict[str, tuple[tuple[str, str], ...]] | None = None
+
+    def lookup(self, name: str) -> list[ModInfo]:
+        """Every module modinfo would print for this argument; ModuleLookupError if none."""
+        if has_module_extension(name) and _is_regular_file(name):
+            return [modinfo_from_file(name)]
+        try:
+            key = alias_normalize(name)
+        except ValueError as exc:
+            raise ModuleLookupError(f"Invalid module alias {name!r}: {exc}", name=name) from None
+        return [self._find(name, key)]
+
+    def by_name(self, name: str) -> ModInfo:
+        """``modinfo -m NAME``: modules.dep first, then the builtin list."""
+        return self._find(name, modname_normalize(name))
+
+    def _find(self, name: str, key: str) -> ModInfo:
+        path = self.module_path(key)
+        if path is not None:
+            return modinfo_from_file(path, modname_normalize(key))
+        if self.is_builtin(key):
+            return self.builtin(key)
+        raise ModuleLookupError(
+            f"Module {name} not found in {self.paths.moddir}", name=name, moddir=self.paths.moddir)
+
+    def module_path(self, key: str) -> str | None:
+        """The file modules.dep names for a module, made absolute like libkmod does."""
+        index = load_index(self.paths.moddir, "modules.dep")
+        # Module names hold no ':' (libkmod skips the search for such keys).
+        line = None if index is None or ":" in key else index.search(key)
+        if line is None:
+            return None
+        rel = line.partition(":")[0]
+        return rel if rel.startswith("/") else os.path.join(self.paths.moddir, rel)
+
+    def is_builtin(self, modname: str) -> bool:
+        index = load_index(self.paths.moddir, "modules.builtin")
+        return index is not None and index.search(modname) is not None
+
+    def builtin(self, modname: str) -> ModInfo:
+        """A builtin module: only its modules.builtin.modinfo fields (none on old kernels)."""
+        if self._builtin_fields is None:
+            self._builtin_fields = builtin_modinfo(self.paths.moddir)
+        return ModInfo(modname, None, self._builtin_fields.get(modname, ()))
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
