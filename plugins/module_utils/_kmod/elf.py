@@ -187,12 +187,16 @@ class ModuleElf:
 
     def exports(self) -> list[tuple[str, int]]:
         """(symbol, crc) the module exports, by depmod's rules (kmod_elf_get_symbols)."""
+        return [(_text(name), crc) for name, crc in self.exports_raw()]
+
+    def exports_raw(self) -> list[tuple[bytes, int]]:
+        """exports() with undecoded names, for bulk consumers (depmod)."""
         syms = self._symbols()
         if syms is not None:
             strtab = self._by_name[".strtab"]
             data, base, size = self.data, strtab.offset, strtab.size
             if max(syms)[0] < size:
-                out = [(_text(_cstr(data, base + name_off + len(_CRC_PREFIX))), self._resolve_crc(value, shndx))
+                out = [(_cstr(data, base + name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
                        for name_off, _, shndx, value in syms
                        if data.startswith(_CRC_PREFIX, base + name_off)]
                 if out:
@@ -204,7 +208,7 @@ class ModuleElf:
         raw = raw.lstrip(b"\0")
         if len(raw) <= 1:
             return []
-        return [(_text(s), 0) for s in raw.split(b"\0") if s]
+        return [(s, 0) for s in raw.split(b"\0") if s]
 
     def _resolve_crc(self, value: int, shndx: int) -> int:
         if shndx in (SHN_UNDEF, SHN_ABS):
@@ -220,13 +224,16 @@ class ModuleElf:
 
     def versions(self) -> list[tuple[str, int]]:
         """__versions records (name, crc) in section order; empty if the section is malformed."""
+        return [(_text(name), crc) for name, crc in self._versions_raw()]
+
+    def _versions_raw(self) -> list[tuple[bytes, int]]:
         sec = self._by_name.get("__versions")
         if sec is None or sec.size % 64:
             return []
         crclen = self.pointer_size
         fmt = ("<" if self.little_endian else ">") + ("Q" if crclen == 8 else "I")
         data = self.data
-        return [(_text(_cstr(data[off + crclen:off + 64], 0)), struct.unpack_from(fmt, data, off)[0])
+        return [(_cstr(data[off + crclen:off + 64], 0), struct.unpack_from(fmt, data, off)[0])
                 for off in range(sec.offset, sec.offset + sec.size, 64)]
 
     def undefined(self) -> list[tuple[str, int, bool]]:
@@ -235,13 +242,17 @@ class ModuleElf:
         Undefined .symtab entries in table order, CRCs from __versions, then the
         __versions entries no symbol matched (module_layout and the like).
         """
+        return [(_text(name), crc, weak) for name, crc, weak in self.undefined_raw()]
+
+    def undefined_raw(self) -> list[tuple[bytes, int, bool]]:
+        """undefined() with undecoded names, for bulk consumers (depmod)."""
         syms = self._symbols()
         if syms is None:
             return []
         strtab = self._by_name[".strtab"]
         data, base, size = self.data, strtab.offset, strtab.size
-        versions = self.versions()
-        first_index: dict[str, int] = {}
+        versions = self._versions_raw()
+        first_index: dict[bytes, int] = {}
         for i, (name, _) in enumerate(versions):
             first_index.setdefault(name, i)
         visited = [False] * len(versions)
@@ -252,10 +263,9 @@ class ModuleElf:
                 continue
             if name_off >= size:
                 return []  # libkmod gives up on the whole list (-EINVAL)
-            raw = _cstr(data, base + name_off)
-            if not raw:
+            name = _cstr(data, base + name_off)
+            if not name:
                 continue
-            name = _text(raw)
             idx = first_index.get(name)
             crc = 0
             if idx is not None:

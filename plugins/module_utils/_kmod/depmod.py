@@ -1,0 +1,668 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""depmod in Python: the modules.* indexes of a module tree, byte-identical to kmod 30.
+
+``Depmod(paths, ...).build()`` only computes (nothing is written); ``write_indexes``
+publishes the result file by file, leaving files whose bytes are unchanged untouched.
+The order of everything follows tools/depmod.c of kmod 30: readdir-order walk with
+depmod.d duplicate rules, hash-table module order re-sorted by modules.order, LIFO
+topological sort, post-order index tries.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import hashlib
+import itertools
+import marshal
+import multiprocessing
+import os
+import re
+import typing as t
+
+from . import atomic
+from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
+from .elf import parse_module
+from .errors import DependencyCycleError, IndexFormatError, KmodError
+from .file import read_module_bytes
+from .hashtable import iteration_order
+from .index import IndexReader
+from .index_writer import IndexBuilder
+from .modinfo import builtin_modinfo
+from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
+
+if t.TYPE_CHECKING:
+    from .paths import KmodPaths
+
+# kmod 30 writes these, in this order (depmod_output's depfiles[]).
+OUTPUT_FILES = (
+    "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
+    "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
+    "modules.devname",
+)
+# Bump when scan_module's output changes, so that old caches are ignored.
+CACHE_FORMAT = 1
+# Below this many modules to read, forking workers costs more than it saves.
+_PARALLEL_MIN = 64
+
+# What depmod needs from one module, packed so that it crosses process boundaries
+# (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
+# undefined weak flags, undefined CRCs, [(modinfo key, value)] for alias/softdep).
+# Names are NUL-joined bytes, CRCs native u64 arrays, weak flags one byte each.
+Scan = tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, list[tuple[str, str]]]
+
+
+def scan_module(path: str) -> Scan:
+    """What depmod reads from one module file. A file libkmod cannot open or parse
+    yields the error and nothing else: depmod logs it and keeps the module, dependency-less."""
+    try:
+        data, _ = read_module_bytes(path)
+        elf = parse_module(data, path)
+    except KmodError as exc:
+        return exc.msg, b"", b"", b"", b"", b"", []
+    exports = elf.exports_raw()
+    undefined = elf.undefined_raw()
+    return (
+        None,
+        b"\0".join(name for name, _ in exports),
+        array.array("Q", [crc for _, crc in exports]).tobytes(),
+        b"\0".join(name for name, _, _ in undefined),
+        bytes(weak for _, _, weak in undefined),
+        array.array("Q", [crc for _, crc, _ in undefined]).tobytes(),
+        [(k, v) for k, v in elf.modinfo if k in ("alias", "softdep")],
+    )
+
+
+def _names(blob: bytes) -> list[bytes]:
+    return blob.split(b"\0") if blob else []
+
+
+@dataclasses.dataclass(eq=False)
+class Module:
+    name: str
+    path: str  # dirname + "/" + relative path, or the external file's path
+    relpath: str | None  # relative to the module directory; None outside it
+    stem_len: int  # len of path up to the end of the module name ("dir/NAME")
+    idx: int = 0
+    sort_idx: int = 1
+    dep_sort_idx: int = 0
+    users: int = 0
+    deps: list["Module"] = dataclasses.field(default_factory=list)
+    info: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def shown_path(self) -> str:
+        return self.relpath if self.relpath is not None else self.path
+
+    @property
+    def uncrelpath(self) -> str | None:
+        """relpath cut after "dir/NAME.ko": the spelling modules.order uses."""
+        if self.relpath is None:
+            return None
+        return self.relpath[:self.stem_len - (len(self.path) - len(self.relpath)) + 3]
+
+
+@dataclasses.dataclass
+class DepmodResult:
+    files: dict[str, bytes]  # OUTPUT_FILES -> content
+    modules: list[Module]  # array order
+    warnings: list[str]
+    unresolved: list[dict[str, str]]  # {"module", "path", "symbol"}; only when check_unresolved
+
+
+class Depmod:
+    """One depmod run over ``paths.moddir``.
+
+    ``config_paths``: depmod.d directories or files (default: paths.depmod_dirs).
+    ``system_map``/``symvers``: kernel symbols, like ``depmod -F``/``-E``.
+    ``check_unresolved``: report undefined symbols nothing provides, like ``depmod -e``.
+    ``jobs``: worker processes for reading modules (default: usable CPUs).
+    ``cache_file``: where parsed modules are remembered between runs (None: no cache).
+    """
+
+    def __init__(self, paths: KmodPaths, config_paths: list[str] | None = None,
+                 system_map: str | None = None, symvers: str | None = None,
+                 check_unresolved: bool = False, jobs: int | None = None,
+                 cache_file: str | None = None,
+                 extensions: tuple[str, ...] = MODULE_EXTENSIONS) -> None:
+        self.paths = paths
+        self.dirname = paths.moddir
+        self.config_paths = paths.depmod_dirs if config_paths is None else config_paths
+        self.system_map = system_map
+        self.symvers = symvers
+        self.check_unresolved = check_unresolved
+        self.jobs = jobs or len(os.sched_getaffinity(0))
+        self.cache_file = cache_file
+        self.extensions = extensions
+        self.warnings: list[str] = []
+
+    # -- discovery -------------------------------------------------------------------
+
+    def find_modules(self, cfg: DepmodConfig) -> dict[str, Module]:
+        """Walk the module directory, then each external one, resolving duplicate names."""
+        if not os.path.isdir(self.dirname):
+            raise KmodError(f"Module directory {self.dirname} does not exist", path=self.dirname)
+        by_name: dict[str, Module] = {}
+        by_uncrelpath: dict[str, Module] = {}
+        skip = {"build", "source", *cfg.excludes}
+        for top in [self.dirname, *reversed(cfg.externals)]:
+            if os.path.isdir(top):
+                self._walk(top, skip, cfg, by_name, by_uncrelpath)
+        return by_name
+
+    def _walk(self, directory: str, skip: set[str], cfg: DepmodConfig,
+              by_name: dict[str, Module], by_uncrelpath: dict[str, Module]) -> None:
+        try:
+            entries = os.scandir(directory)
+        except OSError as exc:
+            self.warnings.append(f"could not open directory {directory}: {exc.strerror}")
+            return
+        with entries:
+            for entry in entries:  # readdir order, exactly as depmod visits them
+                if entry.name in skip:
+                    continue
+                if entry.is_dir():
+                    self._walk(entry.path, skip, cfg, by_name, by_uncrelpath)
+                elif entry.is_file() and entry.name.endswith(self.extensions):
+                    self._add(entry.path, cfg, by_name, by_uncrelpath)
+
+    def _add(self, path: str, cfg: DepmodConfig, by_name: dict[str, Module],
+             by_uncrelpath: dict[str, Module]) -> None:
+        base = path.rfind("/") + 1
+        name = modname_normalize(path[base:])
+        stem_len = base + len(name)
+        old = by_name.get(name)
+        if old is not None:
+            if self._existing_wins(cfg, old, path, stem_len):
+                return
+            del by_name[name]
+            by_uncrelpath.pop(old.uncrelpath, None)
+        inside = path.startswith(self.dirname) and path[len(self.dirname):len(self.dirname) + 1] == "/"
+        mod = Module(name, path, path[len(self.dirname) + 1:] if inside else None, stem_len)
+        unc = mod.uncrelpath
+        if unc is not None:
+            if unc in by_uncrelpath:
+                self.warnings.append(f"could not add module {path}: File exists")
+                return
+            by_uncrelpath[unc] = mod
+        by_name[name] = mod
+
+    def _existing_wins(self, cfg: DepmodConfig, old: Module, new_path: str, new_stem_len: int) -> bool:
+        """depmod_module_is_higher_priority, quirks included (see kmod-reference §2.4)."""
+        def rel(path: str, stem_len: int) -> str | None:
+            if path.startswith(self.dirname):
+                return path[len(self.dirname) + 1:stem_len]
+            return None
+
+        def under(path: str, top: str) -> bool:
+            return len(path) > len(top) and path[len(top)] == "/" and path.startswith(top)
+
+        new_rel, old_rel = rel(new_path, new_stem_len), rel(old.path, old.stem_len)
+        new_stem, old_stem = new_path[:new_stem_len], old.path[:old.stem_len]
+        for override in reversed(cfg.overrides):  # the last override line wins
+            if new_rel == override:
+                return False
+            if old_rel == override:
+                return True
+        i = 0
+        builtin_prio = old_prio = new_prio = -1
+        for search in reversed(cfg.searches):
+            if search == BUILTIN:
+                builtin_prio = i
+            elif search == EXTERNAL:
+                for ext in reversed(cfg.externals):
+                    if under(new_stem, ext):
+                        new_prio = i
+                    if under(old_stem, ext):
+                        old_prio = i
+                    i += 1
+            elif new_rel is not None and under(new_rel, search):
+                new_prio = i
+            elif old_rel is not None and under(old_rel, search):
+                old_prio = i
+            i += 1
+        new_prio = builtin_prio if new_prio < 0 else new_prio
+        old_prio = builtin_prio if old_prio < 0 else old_prio
+        return new_prio <= old_prio
+
+    def order(self, by_name: dict[str, Module]) -> list[Module]:
+        """Hash-table order, then stable-sorted by modules.order (depmod_modules_sort)."""
+        mods = [by_name[os.fsdecode(k)] for k in iteration_order(map(os.fsencode, by_name), 512)]
+        try:
+            with open(os.path.join(self.dirname, "modules.order"), "rb") as f:
+                lines = f.read().split(b"\n")
+        except OSError:
+            lines = None
+        if lines is not None:
+            if lines[-1]:
+                self.warnings.append(f"{self.dirname}/modules.order:{len(lines)} corrupted line misses '\\n'")
+            else:
+                by_unc = {m.uncrelpath: m for m in mods if m.uncrelpath is not None}
+                total = len(lines)  # lines + 1, as depmod counts
+                for lineno, line in enumerate(lines[:-1], 1):
+                    mod = by_unc.get(os.fsdecode(line))
+                    if mod is not None:
+                        mod.sort_idx = lineno - total  # the last occurrence counts
+                mods.sort(key=lambda m: m.sort_idx)
+        for idx, mod in enumerate(mods):
+            mod.idx = idx
+        return mods
+
+    # -- reading modules ---------------------------------------------------------------
+
+    def scan(self, mods: list[Module]) -> dict[str, Scan]:
+        """scan_module for every module, in parallel, reusing cached results of unchanged files."""
+        keys: dict[str, tuple[int, int, int, int, int]] = {}
+        for mod in mods:
+            try:
+                st = os.stat(mod.path)
+                keys[mod.path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+            except OSError:
+                pass  # scan_module reports the error
+        cached = self._load_cache()
+        results: dict[str, Scan] = {}
+        todo = []
+        for mod in mods:
+            hit = cached.get(mod.path)
+            if hit is not None and mod.path in keys and tuple(hit[0]) == keys[mod.path]:
+                results[mod.path] = hit[1]
+            else:
+                todo.append(mod.path)
+        if len(todo) >= _PARALLEL_MIN and self.jobs > 1:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(min(self.jobs, len(todo) // _PARALLEL_MIN + 1)) as pool:
+                results.update(zip(todo, pool.imap(scan_module, todo, chunksize=16)))
+        else:
+            results.update((path, scan_module(path)) for path in todo)
+        if todo or len(cached) != len(results):
+            self._save_cache({p: (keys[p], r) for p, r in results.items() if p in keys and r[0] is None})
+        return results
+
+    def _load_cache(self) -> dict[str, t.Any]:
+        if not self.cache_file:
+            return {}
+        try:
+            with open(self.cache_file, "rb") as f:
+                data = marshal.load(f)
+        except (OSError, EOFError, ValueError, TypeError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("moddir") != self.dirname:
+            return {}
+        return data["modules"]
+
+    def _save_cache(self, modules: dict[str, t.Any]) -> None:
+        if not self.cache_file:
+            return
+        data = marshal.dumps({"format": CACHE_FORMAT, "moddir": self.dirname, "modules": modules})
+        try:
+            os.makedirs(os.path.dirname(self.cache_file), mode=0o700, exist_ok=True)
+            atomic.write_if_changed(self.cache_file, data, 0o600)
+        except (OSError, KmodError) as exc:  # a cache that cannot be written only costs time
+            self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
+
+    # -- symbols and dependencies ------------------------------------------------------
+
+    def kernel_symbols(self) -> dict[bytes, tuple[Module | None, int]]:
+        """Symbols of vmlinux from Module.symvers (preferred, like depmod) or System.map."""
+        symbols: dict[bytes, tuple[Module | None, int]] = {}
+        if self.symvers:
+            for crc, name in _read_symvers(self.symvers, self.warnings):
+                symbols[name] = (None, crc)
+        elif self.system_map:
+            for name in _read_system_map(self.system_map, self.warnings):
+                symbols[name] = (None, 0)
+        else:
+            return symbols
+        symbols[b"__this_module"] = (None, 0)
+        symbols[b"_GLOBAL_OFFSET_TABLE_"] = (None, 0)
+        symbols.setdefault(b"TOC.", (None, 0))
+        return symbols
+
+    def link(self, mods: list[Module], scans: dict[str, Scan],
+             symbols: dict[bytes, tuple[Module | None, int]]) -> list[dict[str, str]]:
+        """Exports into symbols, undefined symbols into module deps; returns unresolved ones."""
+        builtin_info = self._builtin_info({m.name for m in mods})
+        for mod in mods:
+            error, names, crcs, _, _, _, info = scans[mod.path]
+            if error is not None:
+                self.warnings.append(f"failed to load symbols from {mod.path}: {error}")
+            # the last module (in array order) exporting a name owns it
+            symbols.update(zip(_names(names), zip(itertools.repeat(mod), array.array("Q", crcs))))
+            mod.info = builtin_info.get(mod.name, info)
+        unresolved = []
+        report = self.check_unresolved and bool(self.symvers or self.system_map)
+        check_crcs = report and bool(self.symvers)
+        get = symbols.get
+        for mod in mods:
+            _, _, _, names, weak, crcs, _ = scans[mod.path]
+            seen: set[Module] = set()
+            wanted_crcs = array.array("Q", crcs) if check_crcs else None
+            for i, name in enumerate(_names(names)):
+                found = get(name[1:] if name[:1] == b"." else name)
+                if found is None:
+                    if report and not weak[i]:
+                        unresolved.append({"module": mod.name, "path": mod.path, "symbol": os.fsdecode(name)})
+                    continue
+                owner = found[0]
+                if wanted_crcs is not None and not weak[i] and found[1] != wanted_crcs[i]:
+                    self.warnings.append(f"{mod.path} disagrees about version of symbol {os.fsdecode(name)}")
+                if owner is not None and owner not in seen:
+                    seen.add(owner)
+                    mod.deps.append(owner)
+                    owner.users += 1
+        return unresolved
+
+    def _builtin_info(self, names: set[str]) -> dict[str, list[tuple[str, str]]]:
+        """libkmod quirk: a module whose name the existing modules.builtin.bin lists gets its
+        modinfo from modules.builtin.modinfo, not from its file."""
+        try:
+            index = IndexReader.open(os.path.join(self.dirname, "modules.builtin.bin"))
+            builtin = {n for n in names if index.search(n) is not None}
+        except IndexFormatError:
+            return {}
+        if not builtin:
+            return {}
+        fields = builtin_modinfo(self.dirname)
+        return {n: [kv for kv in fields.get(n, ()) if kv[0] in ("alias", "softdep")] for n in builtin}
+
+    @staticmethod
+    def sort_dependencies(mods: list[Module]) -> None:
+        """depmod_calculate_dependencies: LIFO topological sort; a cycle is fatal."""
+        users = [m.users for m in mods]
+        stack = [m.idx for m in mods if m.users == 0]
+        done = 0
+        while stack:
+            mod = mods[stack.pop()]
+            mod.dep_sort_idx = done
+            done += 1
+            for dep in mod.deps:
+                users[dep.idx] -= 1
+                if users[dep.idx] == 0:
+                    stack.append(dep.idx)
+        if done < len(mods):
+            raise DependencyCycleError(_describe_cycles([m for m in mods if users[m.idx] > 0]),
+                                       cycle=[m.name for m in mods if users[m.idx] > 0])
+        for mod in mods:
+            mod.deps.sort(key=lambda d: d.dep_sort_idx)
+
+    # -- the whole run -------------------------------------------------------------
+
+    def build(self) -> DepmodResult:
+        """Compute every output file; raises KmodError (e.g. DependencyCycleError) instead."""
+        cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
+        self.warnings.extend(cfg.warnings)
+        mods = self.order(self.find_modules(cfg))
+        symbols = self.kernel_symbols()
+        unresolved = self.link(mods, self.scan(mods), symbols)
+        self.sort_dependencies(mods)
+        files = {
+            "modules.dep": b"",  # filled below with modules.dep.bin, from the same lines
+            "modules.dep.bin": b"",
+            "modules.alias": b"", "modules.alias.bin": b"",
+            "modules.softdep": _softdeps(mods),
+            "modules.symbols": b"", "modules.symbols.bin": b"",
+            "modules.builtin.bin": _builtin_index(self.dirname, self.warnings),
+            "modules.builtin.alias.bin": _builtin_alias_index(self.dirname, self.warnings),
+            "modules.devname": _devnames(mods, self.warnings),
+        }
+        files["modules.dep"], files["modules.dep.bin"] = _deps(mods)
+        files["modules.alias"], files["modules.alias.bin"] = _aliases(mods, self.warnings)
+        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols)
+        return DepmodResult(files, mods, self.warnings, unresolved)
+
+
+def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmod") -> str:
+    """One cache file per module directory, outside the tree it describes."""
+    digest = hashlib.sha256(os.fsencode(paths.moddir)).hexdigest()[:16]
+    return os.path.join(cache_dir, f"depmod-{digest}.marshal")
+
+
+def stale_files(moddir: str, files: dict[str, bytes]) -> list[str]:
+    """The output files whose bytes on disk differ (or which are missing)."""
+    return [name for name, data in files.items() if atomic.read_bytes(os.path.join(moddir, name)) != data]
+
+
+def write_indexes(moddir: str, files: dict[str, bytes]) -> list[str]:
+    """Atomically replace each file whose bytes differ; returns the names written."""
+    return [name for name in files if atomic.write_if_changed(os.path.join(moddir, name), files[name], 0o644)]
+
+
+# -- output builders (depmod_output's callbacks) --------------------------------------
+
+def _enc(text: str) -> bytes:
+    return os.fsencode(text)
+
+
+def _closure(mod: Module, memo: dict[int, frozenset[Module]]) -> frozenset[Module]:
+    found = memo.get(mod.idx)
+    if found is None:
+        acc: set[Module] = set()
+        for dep in mod.deps:
+            acc.add(dep)
+            acc |= _closure(dep, memo)
+        found = memo[mod.idx] = frozenset(acc)
+    return found
+
+
+def _deps(mods: list[Module]) -> tuple[bytes, bytes]:
+    text = []
+    index = IndexBuilder()
+    memo: dict[int, frozenset[Module]] = {}
+    for mod in mods:
+        deps = sorted(_closure(mod, memo), key=lambda d: d.dep_sort_idx)
+        line = _enc(mod.shown_path) + b":" + b"".join(b" " + _enc(d.shown_path) for d in deps)
+        text.append(line + b"\n")
+        index.insert(_enc(mod.name), line, mod.idx)
+    return b"".join(text), index.to_bytes()
+
+
+def _aliases(mods: list[Module], warnings: list[str]) -> tuple[bytes, bytes]:
+    text = [b"# Aliases extracted from modules themselves.\n"]
+    index = IndexBuilder()
+    for mod in mods:
+        name = _enc(mod.name)
+        for key, value in mod.info:
+            if key != "alias":
+                continue
+            text.append(b"alias " + _enc(value) + b" " + name + b"\n")
+            try:
+                normalized = alias_normalize(value) if "[" in value or "]" in value else value.replace("-", "_")
+            except ValueError:
+                warnings.append(f"Unmatched bracket in {value}")
+                continue
+            index.insert(_enc(normalized), name, mod.idx)
+    return b"".join(text), index.to_bytes()
+
+
+def _softdeps(mods: list[Module]) -> bytes:
+    text = [b"# Soft dependencies extracted from modules themselves.\n"]
+    for mod in mods:
+        text.extend(b"softdep " + _enc(mod.name) + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "softdep")
+    return b"".join(text)
+
+
+def _symbols(symbols: dict[bytes, tuple[Module | None, int]]) -> tuple[bytes, bytes]:
+    text = [b"# Aliases for symbols, used by symbol_request().\n"]
+    index = IndexBuilder()
+    for key in iteration_order(symbols, 2048):
+        owner = symbols[key][0]
+        if owner is None:
+            continue
+        name = _enc(owner.name)
+        text.append(b"alias symbol:" + key + b" " + name + b"\n")
+        index.insert(b"symbol:" + key, name, owner.idx)
+    return b"".join(text), index.to_bytes()
+
+
+def _fgets_lines(data: bytes) -> list[bytes]:
+    """Lines as fgets returns them: split after each newline, which they keep."""
+    lines = data.split(b"\n")
+    last = lines.pop()
+    return [line + b"\n" for line in lines] + ([last] if last else [])
+
+
+def _read_optional(path: str, warnings: list[str]) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        warnings.append(f"could not open {path}: {exc.strerror}")
+        return None
+
+
+def _builtin_index(dirname: str, warnings: list[str]) -> bytes:
+    """modules.builtin.bin; 0 bytes when modules.builtin is missing, as depmod publishes it."""
+    data = _read_optional(os.path.join(dirname, "modules.builtin"), warnings)
+    if data is None:
+        return b""
+    index = IndexBuilder()
+    for line in _fgets_lines(data):
+        if not line[:1].isalpha():
+            warnings.append(f"Invalid modules.builtin line: {line.decode(errors='replace')}")
+            continue
+        # path_to_modname: basename, cut at the first '.', '-' -> '_' (a newline
+        # survives when the line has no '.', as in kmod)
+        base = line.rsplit(b"/", 1)[-1]
+        index.insert(base.split(b".", 1)[0].replace(b"-", b"_"), b"", 0)
+    return index.to_bytes()
+
+
+def _builtin_alias_index(dirname: str, warnings: list[str]) -> bytes:
+    """modules.builtin.alias.bin from modules.builtin.modinfo, with the stream parser's quirks."""
+    data = _read_optional(os.path.join(dirname, "modules.builtin.modinfo"), warnings)
+    if data is None:
+        return b""
+    index = IndexBuilder()
+    pos, end = 0, len(data)
+
+    def read_to(stop: int) -> tuple[bytes, bool]:
+        # flush_stream_to: read until stop, NUL or EOF; True if it ended at stop
+        nonlocal pos
+        start = pos
+        while pos < end and data[pos] != stop and data[pos] != 0:
+            pos += 1
+        chunk, ok = data[start:pos], pos < end and data[pos] == stop
+        pos += 1 if pos < end else 0
+        return chunk, ok
+
+    while pos < end:
+        modname, ok = read_to(0x2E)  # '.'
+        if not ok or not modname:
+            continue
+        key, ok = read_to(0x3D)  # '='
+        if not ok or key != b"alias":
+            read_to(0)
+            continue
+        value, ok = read_to(0)
+        if not ok or not value:
+            continue
+        try:
+            alias = alias_normalize(os.fsdecode(value))
+        except ValueError:
+            warnings.append(f"Unmatched bracket in {os.fsdecode(value)}")
+            continue
+        index.insert(_enc(alias), modname, 0)
+    return index.to_bytes()
+
+
+_MAJOR_MINOR = {
+    b"c": re.compile(rb"char-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),
+    b"b": re.compile(rb"block-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),
+}
+
+
+def _devnames(mods: list[Module], warnings: list[str]) -> bytes:
+    text = []
+    for mod in mods:
+        devname = None
+        node = None
+        for key, value in mod.info:
+            if key != "alias":
+                continue
+            raw = _enc(value)
+            if raw.startswith(b"devname:"):
+                devname = raw[len(b"devname:"):]
+            else:
+                for kind, pattern in _MAJOR_MINOR.items():
+                    m = pattern.match(raw)
+                    if m:  # sscanf("%u") wraps negative numbers
+                        node = kind + b"%d:%d" % (int(m[1]) % 2**32, int(m[2]) % 2**32)
+                        break
+            if node is not None and devname is not None:
+                break
+        if devname is None:
+            continue
+        if node is None:
+            warnings.append(f"Module '{mod.name}' has devname ({os.fsdecode(devname)}) "
+                            "but lacks major and minor information. Ignoring.")
+            continue
+        if not text:
+            text.append(b"# Device nodes to trigger on-demand module loading.\n")
+        text.append(_enc(mod.name) + b" " + devname + b" " + node + b"\n")
+    return b"".join(text)
+
+
+def _read_symvers(path: str, warnings: list[str]) -> list[tuple[int, bytes]]:
+    """Module.symvers lines "crc<TAB>symbol<TAB>vmlinux<TAB>..." (depmod_load_symvers)."""
+    data = _read_config_file(path, "Module.symvers")
+    out = []
+    for lineno, line in enumerate(_fgets_lines(data), 1):
+        tokens = [tok for tok in re.split(rb"[ \t]", line) if tok]
+        if len(tokens) < 3 or tokens[2] != b"vmlinux":
+            continue
+        if not re.fullmatch(rb"\s*[+-]?(0[xX])?[0-9a-fA-F]+", tokens[0]):
+            warnings.append(f"{path}:{lineno} Invalid symbol version {os.fsdecode(tokens[0])}")
+            continue
+        out.append((int(tokens[0], 16) % 2**64, tokens[1]))
+    return out
+
+
+def _read_system_map(path: str, warnings: list[str]) -> list[bytes]:
+    """System.map lines "addr type __ksymtab_NAME" (depmod_load_system_map)."""
+    data = _read_config_file(path, "System.map")
+    out = []
+    for lineno, line in enumerate(_fgets_lines(data), 1):
+        parts = line.rstrip(b"\n").split(b" ", 2)
+        if len(parts) < 3:
+            warnings.append(f"{path}:{lineno}: invalid line: {os.fsdecode(line)}")
+            continue
+        if parts[2].startswith(b"__ksymtab_"):
+            out.append(parts[2][len(b"__ksymtab_"):])
+    return out
+
+
+def _read_config_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise KmodError(f"could not load {what} {path}: {exc.strerror}", path=path) from exc
+
+
+def _describe_cycles(stuck: list[Module]) -> str:
+    """Like depmod_report_cycles: each cycle once, as "a -> b -> a"."""
+    members = set(stuck)
+    cycles = []
+    reported: set[Module] = set()
+    for start in stuck:
+        if start in reported:
+            continue
+        # follow deps inside the stuck set until a module repeats
+        path, pos = [start], {start: 0}
+        node = start
+        while True:
+            node = next((d for d in node.deps if d in members), None)
+            if node is None or node in reported:
+                break
+            if node in pos:
+                cycle = path[pos[node]:]
+                reported.update(cycle)
+                cycles.append(" -> ".join(m.name for m in cycle + [node]))
+                break
+            pos[node] = len(path)
+            path.append(node)
+    lines = [f"Cycle detected: {c}" for c in cycles]
+    lines.append(f"Found {len(stuck)} modules in dependency cycles!")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Writer of depmod's modules.*.bin Patricia tries, byte-identical to kmod 30's depmod.
+
+kmod builds the trie by insertion (tools/depmod.c index_insert). The result is the
+canonical radix tree of the key set, so it is built here directly from the sorted
+keys. The root never has a prefix. Nodes are written post-order (children first,
+ascending character, then the node), which is kmod <= 33's layout; the header's
+root word is the root's offset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import sys
+
+from .errors import IndexFormatError
+
+INDEX_MAGIC = 0xB007F457
+INDEX_VERSION = 0x00020001
+NODE_PREFIX = 0x80000000
+NODE_VALUES = 0x40000000
+NODE_CHILDS = 0x20000000
+_u32 = struct.Struct(">I")
+
+
+class IndexBuilder:
+    """Collects (key, value, priority) like depmod's index_insert, then serialises."""
+
+    def __init__(self) -> None:
+        # key -> (priorities, values), both ascending by priority
+        self._entries: dict[bytes, tuple[list[int], list[bytes]]] = {}
+
+    def insert(self, key: bytes, value: bytes, priority: int) -> bool:
+        """Add a value under key; True if the key already held that exact value.
+
+        Values sort by ascending priority; a new value goes before existing values of
+        equal priority (index_add_value). Duplicates are kept, as depmod keeps them.
+        """
+        if max(key, default=0) >= 0x80 or max(value, default=0) >= 0x80:
+            raise IndexFormatError(
+                f"index key {key!r} or value {value!r}: only 7-bit ASCII is supported")
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = ([priority], [value])
+            return False
+        prios, values = entry
+        duplicate = value in values
+        pos = bisect.bisect_left(prios, priority)
+        prios.insert(pos, priority)
+        values.insert(pos, value)
+        return duplicate
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def to_bytes(self) -> bytes:
+        keys = sorted(self._entries)
+        if not keys:  # just the header; the root word points at an empty node at its end
+            return struct.pack(">III", INDEX_MAGIC, INDEX_VERSION, 12)
+        depth = max(map(len, keys), default=0) + 50
+        if depth > sys.getrecursionlimit():  # one frame per trie level at most
+            sys.setrecursionlimit(depth)
+        out = bytearray(12)
+        root = self._write(out, keys, 0, len(keys), 0, True)
+        out[0:12] = struct.pack(">III", INDEX_MAGIC, INDEX_VERSION, root)
+        return bytes(out)
+
+    def _write(self, out: bytearray, keys: list[bytes], lo: int, hi: int, depth: int, is_root: bool) -> int:
+        """Write the node holding keys[lo:hi] (all equal up to depth); return its offset word."""
+        first_key = keys[lo]
+        if is_root:
+            end = depth
+        else:
+            # the node's prefix: what all its keys share (sorted, so first and last suffice)
+            last_key = keys[hi - 1]
+            limit = min(len(first_key), len(last_key))
+            end = depth
+            while end < limit and first_key[end] == last_key[end]:
+                end += 1
+        prefix = first_key[depth:end]
+        values = None
+        if lo < hi and len(first_key) == end:  # a key ending here sorts first
+            values = self._entries[first_key]
+            lo += 1
+        children: dict[int, int] = {}
+        stem = first_key[:end]
+        while lo < hi:
+            ch = keys[lo][end]
+            nxt = bisect.bisect_left(keys, stem + bytes((ch + 1,)), lo, hi)
+            children[ch] = self._write(out, keys, lo, nxt, end + 1, False)
+            lo = nxt
+        word = len(out)
+        if prefix:
+            out += prefix + b"\0"
+            word |= NODE_PREFIX
+        if children:
+            first, last = min(children), max(children)
+            out += bytes((first, last))
+            out += b"".join(_u32.pack(children.get(c, 0)) for c in range(first, last + 1))
+            word |= NODE_CHILDS
+        if values is not None:
+            prios, vals = values
+            out += _u32.pack(len(vals))
+            for prio, val in zip(prios, vals):
+                out += _u32.pack(prio)
+                out += val + b"\0"
+            word |= NODE_VALUES
+        return word
