@@ -224,12 +224,5 @@ class _Der:
 
 
 def hex_string(data: bytes) -> str:
-    """kmod_module_hex_to_str: 'AA:BB:…', a newline and two tabs after every 20 bytes."""
-    parts = []
-    for i, byte in enumerate(data):
-        parts.append(f"{byte:02X}")
-        if i < len(data) - 1:
-            parts.append(":")
-            if (i + 1) % 20 == 0:
-                parts.append("\n\t\t")
-    return "".join(parts)
+    """kmod_module_hex_to_str: 'AA:BB:…', a newline and two tabs after every 20th colon."""
+    return ":\n\t\t".join(data[i:i + 20].hex(":").upper() for i in range(0, len(data), 20))
