@@ -1,0 +1,617 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Load/unload planning: desired module state vs the kernel's → ordered actions, then apply.
+
+``Planner.plan()`` only reads (module tree, modprobe.d, /proc, /sys) and returns a
+``Plan``: per requested name what would happen, the actions in order, and a diff. The
+same plan drives check mode and real runs; ``execute()`` performs it through a
+``Loader`` and a command runner.
+
+Removal goes further than ``modprobe -r`` (kmod-reference §3.8), which makes one pass
+over the module's dep line: every module of the dependency closure (and softdeps) whose
+refcount drops to 0 goes, dependents before their dependencies, iterated until nothing
+more can go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import typing as t
+
+from .atomic import read_bytes, remove_if_exists, write_if_changed
+from .config_edit import parse_lines
+from .elf import parse_module
+from .errors import KmodError, ModuleLookupError
+from .file import read_module_bytes
+from .kstate import KernelState
+from .loader import Loader
+from .names import alias_normalize, modname_from_path, modname_normalize, validate_name
+from .paths import KmodPaths
+from .resolver import Module, ModuleDB
+
+MANAGED_HEADER = "# Managed by kernel.kmod.kmod_load\n"
+
+ParamValue = t.Union[str, int, float, bool, None, t.List[t.Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Insert:
+    module: str
+    path: str
+    options: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Remove:
+    module: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCommand:
+    """An install/remove command from modprobe.d, run by /bin/sh like modprobe's system()."""
+
+    module: str
+    command: str
+    options: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepUnused:
+    """After removals: remove any of ``candidates`` whose live refcount is now 0.
+
+    Catches references the plan cannot see in advance (e.g. a crypto driver held by a
+    removed module's transform, not listed as a holder).
+    """
+
+    candidates: tuple[tuple[str, tuple[str, ...]], ...]  # (module, modules naming it as softdep)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteFile:
+    path: str
+    after: bytes | None  # None: remove the file
+
+
+Action = t.Union[Insert, Remove, RunCommand, SweepUnused, WriteFile]
+
+
+@dataclasses.dataclass
+class ModuleResult:
+    """What happened (or would) to one requested name; ``as_dict`` is the module's RV."""
+
+    name: str
+    module: str | None = None
+    kernel_name: str | None = None
+    resolved: list[str] = dataclasses.field(default_factory=list)
+    show_depends: list[str] = dataclasses.field(default_factory=list)
+    action: str = "absent"
+    inserted: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    commands: list[str] = dataclasses.field(default_factory=list)
+    params_mismatch: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+    files: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Plan:
+    results: list[ModuleResult]
+    actions: list[Action]
+    diff: list[dict[str, str]]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None:
+    """A params option as the string modprobe passes: dict items become k=v words.
+
+    Values with blanks are quoted as modprobe quotes them (``k="a b"``), booleans become
+    1/0, lists become comma-separated arrays, None gives a bare ``k``.
+    """
+    if params is None or isinstance(params, str):
+        return params
+    words = []
+    for key, value in params.items():
+        if value is None:
+            words.append(str(key))
+            continue
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        if any(c.isspace() for c in text):
+            text = f'"{text}"'
+        words.append(f"{key}={text}")
+    return " ".join(words)
+
+
+def _split_params(options: str) -> dict[str, str]:
+    try:
+        words = shlex.split(options)
+    except ValueError as exc:
+        raise KmodError(f"Invalid params {options!r}: {exc}", params=options) from exc
+    return {k: v for k, _, v in (w.partition("=") for w in words)}
+
+
+def _same_value(requested: str, loaded: str) -> bool:
+    """Whether a sysfs value shows the requested one (Y/N bools, ints in any base, arrays)."""
+    if requested == loaded:
+        return True
+    req, got = requested.split(","), loaded.split(",")
+    if len(req) != len(got):
+        return False
+    for r, g in zip(req, got):
+        if r == g:
+            continue
+        if g in ("Y", "N"):
+            # kstrtobool: the first character decides (y/Y/t/T/1/on vs n/N/f/F/0/off).
+            truth = {"y": "Y", "t": "Y", "1": "Y", "n": "N", "f": "N", "0": "N"}
+            key = "Y" if r.lower() == "on" else "N" if r.lower() == "off" else truth.get(r[:1].lower())
+            if key == g or (r == "" and g == "Y"):
+                continue
+            return False
+        try:
+            if int(r, 0) != int(g, 0):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+class Planner:
+    """Plans kmod_load for one system root: module tree, configuration and kernel state."""
+
+    def __init__(self, paths: KmodPaths, db: ModuleDB | None = None,
+                 kstate: KernelState | None = None) -> None:
+        self.paths = paths
+        self.db = db or ModuleDB(paths)
+        self.kstate = kstate or KernelState(paths)
+        self.loaded = self.kstate.loaded()
+        self._kernel_names: dict[str, str] = {}
+        self._orphans: set[str] | None = None
+
+    # --- module identity -------------------------------------------------------------
+
+    def kernel_name_of_file(self, path: str) -> str:
+        """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
+        if path not in self._kernel_names:
+            data, _ = read_module_bytes(path)
+            elf = parse_module(data, path)
+            name = elf.this_module_name or elf.get("name") or modname_from_path(path)
+            self._kernel_names[path] = modname_normalize(name)
+        return self._kernel_names[path]
+
+    def _has_orphans(self) -> bool:
+        """Whether some loaded module is unknown to the tree by file name.
+
+        Only then can a module file be loaded under another name (a dkms
+        ``nvidia-current.ko`` registering as ``nvidia``), so only then are files read.
+        """
+        if self._orphans is None:
+            self._orphans = {n for n in self.loaded if not self.db.lookup_exact(n)}
+        return bool(self._orphans)
+
+    def kernel_name(self, module: Module) -> str:
+        name = modname_normalize(module.name)
+        if module.path and name not in self.loaded and self._has_orphans():
+            return self.kernel_name_of_file(module.path)
+        return name
+
+    def _lookup(self, name: str) -> list[Module]:
+        modules = self.db.lookup(name)
+        if not modules:
+            raise ModuleLookupError(f"Module {name} not found in {self.paths.moddir}", name=name)
+        return modules
+
+    # --- planning ----------------------------------------------------------------------
+
+    def plan(self, names: t.Sequence[str], state: str = "present", params: str | None = None,
+             reload: bool = False, persistent: str | None = None) -> Plan:
+        for name in names:
+            validate_name(name)
+        if params is not None and len(names) != 1:
+            raise KmodError("params apply to one module: give exactly one name with params",
+                            names=list(names))
+        if state == "present":
+            results, actions, runtime_diff = self._plan_present(names, params, reload)
+        else:
+            results, actions, runtime_diff = self._plan_absent(names)
+        diff = [runtime_diff] if runtime_diff else []
+        if persistent:
+            for result in results:
+                for action, file_diff in self._plan_files(result, persistent, params):
+                    actions.append(action)
+                    result.files.append(action.path)
+                    diff.append(file_diff)
+        return Plan(results, actions, diff)
+
+    def _plan_present(self, names: t.Sequence[str], params: str | None,
+                      reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
+        results: list[ModuleResult] = []
+        actions: list[Action] = []
+        will_load: set[str] = set()
+        removed: set[str] = set()
+
+        def is_loaded(name: str) -> bool:
+            key = modname_normalize(name)
+            if key in will_load or (key in self.loaded and key not in removed):
+                return True
+            if key in self.loaded or not self._has_orphans():
+                return False
+            found = self.db.lookup_exact(key)
+            return bool(found and self.kernel_name(found[0]) in self.loaded)
+
+        for name in names:
+            result = ModuleResult(name)
+            results.append(result)
+            if name.startswith("/"):
+                self._plan_insmod(result, params, actions, will_load, is_loaded)
+                continue
+            modules = self._lookup(name)
+            self._describe(result, modules)
+            result.show_depends = self.db.show_depends(name, params)
+            for module in modules:
+                kname = self.kernel_name(module)
+                if params and kname in self.loaded and not module.builtin:
+                    self._compare_params(result, kname, params)
+                    if result.params_mismatch and reload:
+                        self._check_unused([kname], set())
+                        actions.append(Remove(kname))
+                        result.removed.append(kname)
+                        removed.add(kname)
+            for step in self.db.probe_steps(name, params, is_loaded):
+                if step.kind == "builtin":
+                    continue
+                if step.kind == "install":
+                    actions.append(RunCommand(step.module, step.command, step.options or ""))
+                    result.commands.append(step.command)
+                elif step.path is None:
+                    raise ModuleLookupError(
+                        f"Module {step.module} (reached through {name}) has no file in "
+                        f"{self.paths.moddir}/modules.dep", name=name)
+                else:
+                    actions.append(Insert(modname_normalize(step.module), step.path,
+                                          step.options or ""))
+                result.inserted.append(modname_normalize(step.module))
+                will_load.add(modname_normalize(step.module))
+            result.action = self._present_action(result, modules, is_loaded)
+        before = sorted(k for k in self._touched(results) if k in self.loaded)
+        after = sorted(k for k in self._touched(results)
+                       if (k in self.loaded and k not in removed) or k in will_load)
+        return results, actions, self._runtime_diff(before, after)
+
+    def _present_action(self, result: ModuleResult, modules: list[Module],
+                        is_loaded: t.Callable[[str], bool]) -> str:
+        if result.inserted or result.commands:
+            return "loaded"
+        if all(m.builtin for m in modules):
+            return "builtin"
+        if any(m.builtin or is_loaded(m.name) for m in modules):
+            return "already_loaded"
+        return "blacklisted"
+
+    def _plan_insmod(self, result: ModuleResult, params: str | None, actions: list[Action],
+                     will_load: set[str], is_loaded: t.Callable[[str], bool]) -> None:
+        """An absolute path: that file alone, like insmod."""
+        path = result.name
+        kname = self.kernel_name_of_file(path)
+        result.module = modname_from_path(path)
+        result.kernel_name = kname
+        result.resolved = [kname]
+        options = params or ""
+        result.show_depends = [f"insmod {path} {options}"]
+        if is_loaded(kname):
+            if params:
+                self._compare_params(result, kname, params)
+            result.action = "already_loaded"
+            return
+        actions.append(Insert(kname, path, options))
+        result.inserted.append(kname)
+        will_load.add(kname)
+        result.action = "loaded"
+
+    def _describe(self, result: ModuleResult, modules: list[Module]) -> None:
+        result.resolved = [modname_normalize(m.name) for m in modules]
+        result.module = result.resolved[0]
+        result.kernel_name = self.kernel_name(modules[0])
+
+    def _compare_params(self, result: ModuleResult, kname: str, params: str) -> None:
+        loaded = self.kstate.parameters(kname)
+        for key, value in _split_params(params).items():
+            got = loaded.get(key.replace("-", "_"))
+            if got is None or not _same_value(value, got):
+                result.params_mismatch[key] = {"requested": value, "loaded": got}
+
+    def _touched(self, results: list[ModuleResult]) -> set[str]:
+        return {n for r in results for n in (r.resolved + r.inserted + r.removed)}
+
+    @staticmethod
+    def _runtime_diff(before: list[str], after: list[str]) -> dict[str, str] | None:
+        if before == after:
+            return None
+        return {"before_header": "loaded modules", "after_header": "loaded modules",
+                "before": "".join(f"{m}\n" for m in before),
+                "after": "".join(f"{m}\n" for m in after)}
+
+    # --- removal -------------------------------------------------------------------------
+
+    def _refs(self) -> dict[str, list[t.Any]]:
+        """Simulated kernel references: name -> [refcount, set of module holders]."""
+        return {name: [lm.refcount or 0, set(lm.holders)] for name, lm in self.loaded.items()}
+
+    def _check_unused(self, targets: list[str], also_removed: set[str]) -> None:
+        """Fail, naming holders and refcount, if a target stays in use after the others go."""
+        for m in targets:
+            if self.loaded[m].permanent or self.loaded[m].refcount is None:
+                raise KmodError(f"Module {m} cannot be removed: the kernel cannot unload it "
+                                f"(it has no exit function, or module unloading is not built in)",
+                                name=m)
+        refs = self._refs()
+        pending = list(targets)
+        while pending:
+            free = [m for m in pending if refs[m][0] == 0]
+            if not free:
+                busy = pending[0]
+                refcnt, holders = self.loaded[busy].refcount or 0, self.loaded[busy].holders
+                users = (f"used by {', '.join(holders)}" if holders
+                         else "used by a process or device, not by other modules")
+                raise KmodError(f"Module {busy} is in use ({users}; refcount {refcnt}): "
+                                f"nothing was removed", name=busy, holders=list(holders),
+                                refcount=refcnt)
+            for m in free:
+                pending.remove(m)
+                self._drop(refs, m)
+        for m in also_removed:
+            self._drop(refs, m)
+
+    @staticmethod
+    def _drop(refs: dict[str, list[t.Any]], module: str) -> None:
+        refs.pop(module, None)
+        for ref in refs.values():
+            if module in ref[1]:
+                ref[1].discard(module)
+                ref[0] = max(ref[0] - 1, 0)
+
+    def _plan_absent(self, names: t.Sequence[str]) -> tuple[list[ModuleResult], list[Action],
+                                                             dict[str, str] | None]:
+        results: list[ModuleResult] = []
+        actions: list[Action] = []
+        targets: dict[str, ModuleResult] = {}
+        closures: dict[str, list[str]] = {}
+        for name in names:
+            result = ModuleResult(name)
+            results.append(result)
+            if name.startswith("/"):
+                kname = self.kernel_name_of_file(name)
+                found = self.db.lookup_exact(modname_from_path(name))
+                modules = found or []
+                result.module, result.kernel_name, result.resolved = (
+                    modname_from_path(name), kname, [kname])
+            else:
+                modules = self._lookup(name)
+                self._describe(result, modules)
+                result.show_depends = self.db.show_depends(name, None)
+                for module in modules:
+                    if module.builtin:
+                        raise KmodError(f"Module {module.name} is builtin: it is part of the "
+                                        f"kernel image and cannot be removed", name=name)
+                kname = None
+            for module in modules:
+                key = kname or self.kernel_name(module)
+                if key not in self.loaded:
+                    continue
+                if module.remove_command:
+                    actions.append(RunCommand(key, module.remove_command, ""))
+                    result.commands.append(module.remove_command)
+                    continue
+                targets.setdefault(key, result)
+                closures[key] = self._closure(module)
+            if name.startswith("/") and not modules and kname in self.loaded:
+                targets.setdefault(kname, result)
+                closures[kname] = []
+        self._check_unused(list(targets), set())
+        owners = self._softdep_owners(list(targets) + [m for c in closures.values() for m in c])
+        order = self._removal_order(targets, closures, owners)
+        for module, result in order:
+            actions.append(Remove(module))
+            result.removed.append(module)
+        gone = {r for r, _ in order}
+        sweep = tuple((c, tuple(sorted(owners.get(c, ()))))
+                      for c in dict.fromkeys(c for m in targets for c in closures[m]) if c not in gone)
+        if order and sweep:
+            actions.append(SweepUnused(sweep))
+        for result in results:
+            if result.removed or result.commands:
+                result.action = "removed"
+        before = sorted(m for m, _ in order)
+        return results, actions, self._runtime_diff(before, [])
+
+    def _closure(self, module: Module) -> list[str]:
+        """Everything loading the module pulls in (deps, softdeps, theirs), dependents first."""
+        try:
+            steps = self.db.probe_steps(module.name)
+        except KmodError:
+            return [modname_normalize(d) for d in module.deps]
+        names = [modname_normalize(s.module) for s in reversed(steps) if s.kind != "builtin"]
+        return [n for n in dict.fromkeys(names) if n != modname_normalize(module.name)]
+
+    def _softdep_owners(self, names: t.Iterable[str]) -> dict[str, set[str]]:
+        """softdep module -> the loaded modules that name it: it stays while they do."""
+        owners: dict[str, set[str]] = {}
+        for name in names:
+            if name not in self.loaded:
+                continue
+            for module in self.db.lookup_exact(name):
+                for soft in module.softdep_pre + module.softdep_post:
+                    try:
+                        found = self.db.lookup(soft)
+                    except KmodError:
+                        continue  # modprobe ignores softdeps it cannot resolve
+                    for m in found:
+                        owners.setdefault(modname_normalize(m.name), set()).add(name)
+        return owners
+
+    def _removal_order(self, targets: dict[str, ModuleResult], closures: dict[str, list[str]],
+                       owners: dict[str, set[str]]) -> list[tuple[str, ModuleResult]]:
+        """Targets, then every closure member whose simulated refcount reaches 0."""
+        refs = self._refs()
+        order: list[tuple[str, ModuleResult]] = []
+        pending = list(targets)
+        while pending:  # _check_unused made sure this ends
+            for m in [m for m in pending if refs[m][0] == 0]:
+                pending.remove(m)
+                self._drop(refs, m)
+                order.append((m, targets[m]))
+        # A softdep counts as held by each loaded module that names it.
+        for soft, by in owners.items():
+            for owner in by & refs.keys():
+                if soft in refs:
+                    refs[soft][0] += 1
+                    refs[soft][1].add(owner)
+        progress = True
+        while progress:
+            progress = False
+            for top, members in closures.items():
+                for m in members:
+                    if m in refs and refs[m][0] == 0 and m not in targets \
+                            and self.loaded[m].refcount is not None and not self.loaded[m].permanent:
+                        self._drop(refs, m)
+                        order.append((m, targets[top]))
+                        progress = True
+        return order
+
+    # --- persistent files ----------------------------------------------------------------
+
+    def _plan_files(self, result: ModuleResult, persistent: str,
+                    params: str | None) -> t.Iterator[tuple[WriteFile, dict[str, str]]]:
+        if result.name.startswith("/"):
+            raise KmodError(f"persistent needs a module name from the module tree, not the file "
+                            f"path {result.name}", name=result.name)
+        if result.module is None:
+            return
+        module = result.module
+        load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf")
+        opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf")
+        present = persistent == "present"
+        yield from self._edit(load_conf, lambda text: _edit_modules_load(text, module, present))
+        if present and params is None:
+            return
+        options = params if present else None
+        yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
+
+    def _edit(self, path: str, edit: t.Callable[[str | None], str | None]
+              ) -> t.Iterator[tuple[WriteFile, dict[str, str]]]:
+        raw = read_bytes(path)
+        before = None if raw is None else raw.decode("utf-8", errors="surrogateescape")
+        after = edit(before)
+        if after == before:
+            return
+        yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape")),
+               {"before_header": path, "after_header": path,
+                "before": before or "", "after": after or ""})
+
+
+def _meaningful(lines: list[str]) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("#") for line in lines)
+
+
+def _edit_modules_load(text: str | None, module: str, present: bool) -> str | None:
+    """modules-load.d: one module name per line; '#' and ';' start comments."""
+    lines = (text or "").splitlines(keepends=True)
+    keep = [ln for ln in lines if modname_normalize(ln.strip()) != module
+            or ln.strip()[:1] in ("#", ";", "")]
+    if present:
+        if len(keep) != len(lines):
+            return text
+        if keep and not keep[-1].endswith("\n"):
+            keep[-1] += "\n"
+        return "".join(keep or [MANAGED_HEADER]) + f"{module}\n"
+    return "".join(keep) if _meaningful(keep) else None
+
+
+def _edit_options(text: str | None, module: str, options: str | None) -> str | None:
+    """modprobe.d: replace this module's ``options`` lines by one (or none), keep the rest."""
+    lines = parse_lines(text or "")
+    ours = [ln for ln in lines if len(ln.words) >= 3 and ln.words[0] == "options"
+            and _key(ln.words[1]) == module]
+    wanted = f"options {module} {options}\n" if options else None
+    if wanted and len(ours) == 1 and ours[0].raw == wanted:
+        return text
+    out = [ln.raw for ln in lines if ln not in ours]
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    if wanted:
+        return "".join(out or [MANAGED_HEADER]) + wanted
+    rest = [ln.raw for ln in lines if ln not in ours and ln.raw.strip() != MANAGED_HEADER.strip()]
+    if not _meaningful(rest):
+        return None
+    return "".join(out)
+
+
+def _key(name: str) -> str:
+    try:
+        return alias_normalize(name)
+    except ValueError:
+        return name
+
+
+# --- execution ---------------------------------------------------------------------------
+
+class CommandRunner(t.Protocol):
+    def __call__(self, command: str, env: dict[str, str]) -> tuple[int, str, str]: ...
+
+
+def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) -> None:
+    """Perform the plan's actions in order; the first failure stops (KmodError)."""
+    by_removed = {m: r for r in plan.results for m in r.removed}
+    for action in plan.actions:
+        if isinstance(action, Insert):
+            loader.insert(action.path, action.module, action.options)
+        elif isinstance(action, Remove):
+            loader.remove(action.module)
+        elif isinstance(action, RunCommand):
+            command = action.command.replace("$CMDLINE_OPTS", action.options)
+            rc, _, err = run(command, {"MODPROBE_MODULE": action.module})
+            if rc != 0:
+                raise KmodError(f"Command for module {action.module} failed (exit {rc}): "
+                                f"{command}: {err.strip()}", module=action.module, rc=rc)
+        elif isinstance(action, SweepUnused):
+            _sweep(action, loader, planner, by_removed)
+        elif action.after is None:
+            remove_if_exists(action.path)
+        else:
+            write_if_changed(action.path, action.after)
+    for result in plan.results:
+        for module in result.inserted:
+            _report_kernel_name(result, module, planner)
+
+
+def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
+           by_removed: dict[str, ModuleResult]) -> None:
+    owner = next(iter(by_removed.values()))
+    progress = True
+    while progress:
+        progress = False
+        for module, owners in action.candidates:
+            if module in by_removed or planner.kstate.refcnt(module) != 0 \
+                    or any(planner.kstate.is_loaded(o) for o in owners):
+                continue
+            if loader.remove(module):
+                owner.removed.append(module)
+                by_removed[module] = owner
+                progress = True
+
+
+def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:
+    """After a real load, learn the kernel name of the requested module from its file."""
+    if result.module == module and result.kernel_name == module and not result.name.startswith("/"):
+        found = planner.db.lookup_exact(module)
+        if found and found[0].path and os.path.exists(found[0].path):
+            result.kernel_name = planner.kernel_name_of_file(found[0].path)

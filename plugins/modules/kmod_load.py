@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kmod_load
+short_description: Load and unload kernel modules like modprobe, with their dependencies
+version_added: 0.1.0
+description:
+  - Loads kernel modules with their dependencies and softdeps, or removes them together with the
+    dependencies nobody uses any more, resolving names exactly as C(modprobe) does (module names,
+    aliases, C(symbol:) names, builtin modules, C(install) and C(remove) commands from C(modprobe.d)).
+  - The whole list is resolved in one pass with the module indexes opened once, so long lists are cheap.
+  - Modules are inserted with C(finit_module) (the kernel decompresses the file where
+    C(/sys/module/compression) allows it), else decompressed here and passed to C(init_module).
+author:
+  - kernel.kmod developers
+extends_documentation_fragment:
+  - kernel.kmod.common
+  - kernel.kmod.common.attributes
+options:
+  name:
+    description:
+      - Module name, alias (for example C(devname:vfio/vfio) or C(symbol:nf_nat_setup_info)), or a list of them.
+      - List order is load order.
+      - An absolute path to a C(.ko), C(.ko.xz), C(.ko.zst) or C(.ko.gz) file loads that file alone, like
+        C(insmod); its dependencies must already be loaded.
+      - Names that are empty or hold whitespace or control characters are rejected before anything is touched.
+    type: raw
+    required: true
+  state:
+    description:
+      - V(present) loads the modules with their dependencies; builtin or already loaded modules are
+        left as they are.
+      - V(absent) removes the modules, then every module of their dependency closure (C(modules.dep)) and
+        softdeps whose reference count dropped to 0, dependents first. A module in use fails the task
+        and nothing is removed; a builtin module cannot be removed.
+    type: str
+    choices: [present, absent]
+    default: present
+  params:
+    description:
+      - Module parameters for O(name), as one string (C(numdummies=2 foo="a b")) or a dict.
+      - In a dict, booleans become C(1)/C(0), lists become comma-separated arrays, V(null) gives a bare C(key).
+      - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
+      - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
+        shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
+      - Needs exactly one O(name).
+    type: raw
+  reload:
+    description:
+      - Unload and load again a loaded module whose parameters differ from O(params).
+    type: bool
+    default: false
+  persistent:
+    description:
+      - V(present) writes C(/etc/modules-load.d/MODULE.conf) so the module loads at boot, and with O(params)
+        an C(options MODULE PARAMS) line in C(/etc/modprobe.d/MODULE.conf) (other lines there are kept).
+      - V(absent) removes the module from those files, and a file that holds nothing else.
+      - Not set, the files are left as they are.
+    type: str
+    choices: [present, absent]
+notes:
+  - In check mode nothing is loaded; the result tells what would be. Modules that a removal frees in ways
+    the kernel does not show as holders (for example a crypto driver used by the removed module) are only
+    found and removed in a real run.
+  - A module file whose name differs from the name the kernel registers (a dkms C(nvidia-current.ko)
+    loading as C(nvidia)) is handled by the kernel name; RV(modules[].kernel_name) shows it.
+seealso:
+  - module: kernel.kmod.kmod_blacklist
+  - module: kernel.kmod.kmod_facts
+"""
+
+EXAMPLES = r"""
+- name: Load nf_nat and its dependencies
+  kernel.kmod.kmod_load:
+    name: nf_nat
+
+- name: Load modules in this order
+  kernel.kmod.kmod_load:
+    name: [br_netfilter, overlay, vfio-pci]
+
+- name: Load dummy with parameters, now and at every boot, reloading it if needed
+  kernel.kmod.kmod_load:
+    name: dummy
+    params:
+      numdummies: 2
+    reload: true
+    persistent: present
+
+- name: Remove nf_nat and the dependencies nothing else uses
+  kernel.kmod.kmod_load:
+    name: nf_nat
+    state: absent
+
+- name: Load an out-of-tree module file, like insmod
+  kernel.kmod.kmod_load:
+    name: /opt/drivers/foo.ko.xz
+"""
+
+RETURN = r"""
+modules:
+  description: One entry per requested name, in request order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The name as requested.
+      type: str
+      sample: nf_nat
+    module:
+      description: The module the name resolved to (file name in C(modules.dep)); null if none.
+      type: str
+      sample: nvidia_current
+    kernel_name:
+      description: The name the kernel knows the module by (C(.gnu.linkonce.this_module)).
+      type: str
+      sample: nvidia
+    resolved:
+      description: Every module the name resolved to (an alias may resolve to several).
+      type: list
+      elements: str
+      sample: [nf_nat]
+    show_depends:
+      description: Exactly the lines C(modprobe --show-depends NAME PARAMS) prints.
+      type: list
+      elements: str
+      sample: ["insmod /lib/modules/6.1.0-56-amd64/kernel/lib/libcrc32c.ko ",
+               "insmod /lib/modules/6.1.0-56-amd64/kernel/net/netfilter/nf_nat.ko "]
+    action:
+      description:
+        - What was (or in check mode would be) done. V(loaded), V(already_loaded), V(builtin),
+          V(removed), V(absent) (was not loaded), or V(blacklisted) (only reachable through an alias
+          that C(modprobe.d) blacklists, so C(modprobe) loads nothing either).
+      type: str
+      sample: loaded
+    inserted:
+      description: Modules inserted (or install commands run) for this name, in order.
+      type: list
+      elements: str
+      sample: [libcrc32c, nf_conntrack, nf_nat]
+    removed:
+      description: Modules removed for this name, in order.
+      type: list
+      elements: str
+      sample: [nf_nat, nf_conntrack, nf_defrag_ipv4, libcrc32c]
+    commands:
+      description: C(install)/C(remove) commands from C(modprobe.d) run instead of inserting or removing.
+      type: list
+      elements: str
+      sample: ["/sbin/modprobe --ignore-install foo"]
+    params_mismatch:
+      description: Requested parameters the loaded module shows with another value (null if unreadable).
+      type: dict
+      sample: {numdummies: {requested: "2", loaded: "1"}}
+    files:
+      description: Files written or removed because of O(persistent).
+      type: list
+      elements: str
+      sample: [/etc/modules-load.d/dummy.conf]
+"""
+
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, execute, format_params
+
+
+def _names(value: t.Any) -> list[str]:
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        raise KmodError("name must hold at least one module name")
+    return names
+
+
+def _params(value: t.Any) -> str | None:
+    if value is None or isinstance(value, (str, dict)):
+        return format_params(value)
+    raise KmodError(f"params must be a string or a dict, not {type(value).__name__}")
+
+
+def main() -> t.NoReturn:
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            name={"type": "raw", "required": True},
+            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+            params={"type": "raw"},
+            reload={"type": "bool", "default": False},
+            persistent={"type": "str", "choices": ["present", "absent"]},
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def run(command: str, env: dict[str, str]) -> tuple[int, str, str]:
+        return module.run_command(["/bin/sh", "-c", command], environ_update=env)
+
+    try:
+        planner = Planner(KmodPaths.from_params(p))
+        plan = planner.plan(_names(p["name"]), p["state"], _params(p["params"]), p["reload"],
+                            p["persistent"])
+        if not module.check_mode:
+            execute(plan, Loader(LinuxSyscalls(), planner.kstate.compression()), run, planner)
+    except KmodError as e:
+        module.fail_json(msg=e.msg, **e.details)
+    for r in plan.results:
+        if r.params_mismatch and not p["reload"]:
+            module.warn(f"Module {r.kernel_name} is loaded with other parameters than requested: "
+                        f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
+    result: dict[str, t.Any] = {"changed": plan.changed,
+                                "modules": [r.as_dict() for r in plan.results]}
+    if module._diff:
+        result["diff"] = plan.diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Planner + execute on real module trees with a FakeKernel; resolution checked against modprobe."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fake_kernel import FakeKernel
+from kernels import scratch_root
+
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import (
+    InvalidNameError, KmodError, LoaderError, ModuleLookupError)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import Loader
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import (
+    Insert, Planner, Remove, RunCommand, WriteFile, execute, format_params)
+
+NF_NAT_CHAIN = ["crc32c_intel", "crc32c_generic", "libcrc32c", "nf_defrag_ipv4", "nf_defrag_ipv6",
+                "nf_conntrack", "nf_nat"]
+
+
+class System:
+    """A scratch root with a FakeKernel: plan, run, and ask modprobe about the same tree."""
+
+    def __init__(self, root: Path, release: str, compression: str | None = None) -> None:
+        self.root, self.release = root, release
+        self.kernel = FakeKernel(root, release, compression)
+        self.commands: list[tuple[str, dict[str, str]]] = []
+        self.command_rc = 0
+
+    @property
+    def paths(self) -> KmodPaths:
+        return KmodPaths(str(self.root), self.release)
+
+    def planner(self) -> Planner:
+        return Planner(self.paths)
+
+    def plan(self, names, **kwargs):
+        return self.planner().plan(names, **kwargs)
+
+    def run(self, command: str, env: dict[str, str]) -> tuple[int, str, str]:
+        self.commands.append((command, env))
+        return self.command_rc, "", "boom" if self.command_rc else ""
+
+    def apply(self, names, **kwargs):
+        planner = self.planner()
+        plan = planner.plan(names, **kwargs)
+        execute(plan, Loader(self.kernel, planner.kstate.compression()), self.run, planner)
+        return plan
+
+    def conf(self, text: str, name: str = "test.conf") -> None:
+        d = self.root / "etc/modprobe.d"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(text)
+
+    def modprobe(self, *args: str) -> list[str]:
+        """kmod's own answer for this root, configuration only from the root's modprobe.d."""
+        conf = self.root / "etc/modprobe.d"
+        cmd = ["modprobe", "-d", str(self.root), "-S", self.release,
+               "-C", str(conf) if conf.is_dir() else "/dev/null", "--show-depends", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return out.splitlines()
+
+
+@pytest.fixture
+def sys61(scratch_kernel) -> System:
+    tree = scratch_kernel("6.1")
+    return System(tree.root, tree.release)
+
+
+def modnames(lines: list[str]) -> list[str]:
+    return [os.path.basename(line.split()[1]).split(".")[0].replace("-", "_")
+            for line in lines if line.startswith("insmod ")]
+
+
+# --- present -----------------------------------------------------------------------------
+
+def test_load_with_dependencies_in_modprobe_order(sys61):
+    plan = sys61.apply(["nf_nat"])
+    result = plan.results[0]
+    expected = sys61.modprobe("nf_nat")
+    assert result.show_depends == expected
+    assert result.inserted == modnames(expected)
+    assert [c[1] for c in sys61.kernel.calls] == [line.split()[1] for line in expected]
+    assert result.action == "loaded" and plan.changed
+    assert sorted(sys61.kernel.loaded()) == sorted(NF_NAT_CHAIN)
+    again = sys61.apply(["nf_nat"])
+    assert not again.changed and again.results[0].action == "already_loaded"
+    assert again.results[0].show_depends == expected
+
+
+def test_shared_dependencies_load_once_in_list_order(sys61):
+    plan = sys61.plan(["xt_conntrack", "nf_nat"])
+    inserts = [a.module for a in plan.actions if isinstance(a, Insert)]
+    assert len(inserts) == len(set(inserts))
+    assert plan.results[0].inserted == modnames(sys61.modprobe("xt_conntrack"))
+    assert plan.results[1].inserted == ["nf_nat"]
+
+
+@pytest.mark.parametrize("query", ["devname:vfio/vfio", "symbol:nf_nat_setup_info", "nf-nat",
+                                   "fs-xfs"])
+def test_alias_queries_resolve_like_modprobe(sys61, query):
+    result = sys61.plan([query]).results[0]
+    assert result.show_depends == sys61.modprobe(query)
+    assert result.inserted == modnames(result.show_depends)
+
+
+def test_builtin_is_unchanged(sys61):
+    result = sys61.plan(["zswap"]).results[0]
+    assert result.show_depends == sys61.modprobe("zswap") == ["builtin zswap"]
+    assert result.action == "builtin"
+    with pytest.raises(KmodError, match="zswap is builtin"):
+        sys61.plan(["zswap"], state="absent")
+
+
+def test_unknown_module_names_close_matches(sys61):
+    with pytest.raises(ModuleLookupError, match="nf_natt") as info:
+        sys61.plan(["nf_natt"])
+    assert "nf_nat" in info.value.msg.replace("nf_natt", "")
+
+
+@pytest.mark.parametrize("bad", ["", "nf nat", "nf_nat\n", "a\tb", "x\x7f"])
+def test_invalid_names_rejected_before_anything(sys61, bad):
+    with pytest.raises(InvalidNameError):
+        sys61.apply(["dummy", bad])
+    assert sys61.kernel.calls == []
+
+
+def test_params_and_reload(sys61):
+    plan = sys61.apply(["dummy"], params="numdummies=2")
+    assert plan.results[0].show_depends == sys61.modprobe("dummy", "numdummies=2")
+    assert sys61.kernel.calls[-1][2] == "numdummies=2"
+    same = sys61.plan(["dummy"], params="numdummies=0x2")
+    assert not same.changed and same.results[0].params_mismatch == {}
+    other = sys61.plan(["dummy"], params="numdummies=3")
+    assert not other.changed
+    assert other.results[0].params_mismatch == {"numdummies": {"requested": "3", "loaded": "2"}}
+    reloaded = sys61.apply(["dummy"], params="numdummies=3", reload=True)
+    assert [type(a) for a in reloaded.actions] == [Remove, Insert]
+    assert (sys61.root / "sys/module/dummy/parameters/numdummies").read_text() == "3\n"
+    assert not sys61.plan(["dummy"], params="numdummies=3", reload=True).changed
+
+
+def test_config_options_are_merged_like_modprobe(sys61):
+    sys61.conf("options dummy numdummies=4\n")
+    plan = sys61.plan(["dummy"], params="foo=1")
+    assert plan.results[0].show_depends == sys61.modprobe("dummy", "foo=1")
+    assert plan.actions == [Insert("dummy", str(sys61.kernel.paths["dummy"]), "numdummies=4 foo=1")]
+
+
+def test_params_dict_format():
+    assert format_params({"a": 1, "b": True, "c": "x y", "d": [1, 2], "e": None}) == \
+        'a=1 b=1 c="x y" d=1,2 e'
+
+
+def test_params_need_one_name(sys61):
+    with pytest.raises(KmodError, match="exactly one name"):
+        sys61.plan(["dummy", "veth"], params="x=1")
+
+
+def test_install_command_runs_instead_of_insert(sys61):
+    sys61.conf("install dummy /bin/echo loading $CMDLINE_OPTS\n")
+    plan = sys61.apply(["dummy"], params="numdummies=1")
+    assert plan.results[0].show_depends == sys61.modprobe("dummy", "numdummies=1")
+    assert plan.actions == [RunCommand("dummy", "/bin/echo loading $CMDLINE_OPTS", "numdummies=1")]
+    assert sys61.commands == [("/bin/echo loading numdummies=1", {"MODPROBE_MODULE": "dummy"})]
+    sys61.command_rc = 3
+    with pytest.raises(KmodError, match="Command for module dummy failed.*boom"):
+        sys61.apply(["dummy"])
+
+
+def test_softdeps_load_first(sys61):
+    sys61.conf("softdep dummy pre: veth post: vxlan\n")
+    result = sys61.apply(["dummy"]).results[0]
+    assert result.show_depends == sys61.modprobe("dummy")
+    assert result.inserted == modnames(result.show_depends)
+    assert "veth" in sys61.kernel.loaded() and "vxlan" in sys61.kernel.loaded()
+
+
+def test_blacklisted_alias_loads_nothing(sys61):
+    sys61.conf("blacklist vfio_iommu_type1\nblacklist vfio\n")
+    result = sys61.plan(["devname:vfio/vfio"]).results[0]
+    assert result.show_depends == sys61.modprobe("devname:vfio/vfio") == []
+    assert result.action == "blacklisted" and result.inserted == []
+
+
+@pytest.mark.parametrize("err, words", [(errno.EKEYREJECTED, "signature rejected"),
+                                        (errno.EINVAL, "invalid parameters"),
+                                        (errno.EPERM, "not permitted")])
+def test_kernel_errors_name_the_module(sys61, err, words):
+    sys61.kernel.fail["finit_module"] = [err]
+    with pytest.raises(LoaderError, match=f"'dummy'.*{words}"):
+        sys61.apply(["dummy"])
+
+
+def test_insmod_of_a_file_alone(sys61, tmp_path):
+    path = str(tmp_path / "dummy.ko")
+    shutil.copy(sys61.kernel.paths["dummy"], path)
+    plan = sys61.apply([path], params="numdummies=1")
+    assert plan.results[0].show_depends == [f"insmod {path} numdummies=1"]
+    assert plan.results[0].kernel_name == "dummy"
+    assert sys61.kernel.calls[0][:2] == ("finit_module", path)
+    assert sys61.plan([path]).results[0].action == "already_loaded"
+
+
+def test_insmod_unresolved_symbols_is_a_clear_error(sys61):
+    with pytest.raises(LoaderError, match="'nf_nat'.*unknown symbol"):
+        sys61.apply([sys61.kernel.paths["nf_nat"]])
+
+
+def test_kernel_name_differs_from_file_name(scratch_kernel):
+    tree = scratch_kernel("6.1")
+    src = tree.moddir / "kernel/drivers/net/dummy.ko"
+    os.makedirs(tree.moddir / "updates/dkms")
+    os.rename(src, tree.moddir / "updates/dkms/dummy-current.ko")
+    subprocess.run(["depmod", "-b", str(tree.root), tree.release], check=True)
+    system = System(tree.root, tree.release)
+    system.kernel.load("veth")  # loaded modules the tree knows do not need the file read
+    loaded = system.apply(["dummy-current"]).results[0]
+    assert loaded.module == "dummy_current" and loaded.kernel_name == "dummy"
+    assert system.kernel.loaded() == ["dummy", "veth"]
+    again = system.plan(["dummy-current"])
+    assert not again.changed and again.results[0].action == "already_loaded"
+    removed = system.apply(["dummy_current"], state="absent").results[0]
+    assert removed.removed == ["dummy"] and system.kernel.loaded() == ["veth"]
+
+
+def test_compressed_modules_go_to_the_kernel_when_it_can(tmp_path):
+    tree = scratch_root("6.12", tmp_path / "xz")
+    system = System(tree.root, tree.release, compression="xz")
+    system.apply(["dummy"])
+    assert system.kernel.calls[0][0] == "finit_module" and system.kernel.calls[0][3] == 4
+    plain = System(scratch_root("6.12", tmp_path / "none").root, tree.release)
+    plain.apply(["dummy"])
+    assert plain.kernel.calls[0][0] == "init_module"
+    assert plain.kernel.loaded() == ["dummy"]
+
+
+# --- absent ------------------------------------------------------------------------------
+
+def test_remove_takes_the_unused_dependency_closure(sys61):
+    sys61.apply(["nf_nat"])
+    plan = sys61.apply(["nf_nat"], state="absent")
+    result = plan.results[0]
+    assert result.action == "removed"
+    assert result.removed[0] == "nf_nat"
+    assert sys61.kernel.loaded() == []
+    # dependents before dependencies
+    assert result.removed.index("nf_conntrack") < result.removed.index("nf_defrag_ipv4")
+    assert result.removed.index("libcrc32c") < result.removed.index("crc32c_intel")
+    again = sys61.plan(["nf_nat"], state="absent")
+    assert not again.changed and again.results[0].action == "absent"
+
+
+def test_remove_keeps_dependencies_still_in_use(sys61):
+    sys61.apply(["nf_nat", "xt_conntrack"])
+    sys61.apply(["nf_nat"], state="absent")
+    assert sorted(sys61.kernel.loaded()) == sorted(
+        modnames(sys61.modprobe("xt_conntrack")))
+
+
+def test_in_use_fails_naming_holders_and_removes_nothing(sys61):
+    sys61.apply(["nf_nat"])
+    calls = len(sys61.kernel.calls)
+    with pytest.raises(KmodError, match=r"nf_conntrack is in use \(used by nf_nat; refcount 1\)") as info:
+        sys61.apply(["nf_conntrack"], state="absent")
+    assert info.value.details["holders"] == ["nf_nat"]
+    assert len(sys61.kernel.calls) == calls
+
+
+def test_in_use_by_a_process(sys61):
+    sys61.kernel.load("dummy", refcnt=2)
+    with pytest.raises(KmodError, match="dummy is in use .*process or device.*refcount 2"):
+        sys61.plan(["dummy"], state="absent")
+
+
+def test_remove_several_in_any_order(sys61):
+    sys61.apply(["nf_nat"])
+    plan = sys61.apply(["nf_conntrack", "nf_nat"], state="absent")
+    assert plan.results[0].removed[0] == "nf_conntrack"
+    assert plan.results[1].removed == ["nf_nat"]
+    assert sys61.kernel.loaded() == []
+
+
+def test_remove_command_runs_instead(sys61):
+    sys61.kernel.load("dummy")
+    sys61.conf("remove dummy /bin/echo bye\n")
+    plan = sys61.apply(["dummy"], state="absent")
+    assert plan.actions == [RunCommand("dummy", "/bin/echo bye", "")]
+    assert sys61.commands == [("/bin/echo bye", {"MODPROBE_MODULE": "dummy"})]
+
+
+def test_runtime_diff(sys61):
+    plan = sys61.plan(["nf_nat"])
+    assert plan.diff[0]["before"] == ""
+    assert plan.diff[0]["after"].split() == sorted(NF_NAT_CHAIN)
+
+
+# --- persistent --------------------------------------------------------------------------
+
+def test_persistent_files(sys61):
+    etc = sys61.root / "etc"
+    (etc / "modprobe.d").mkdir(parents=True)
+    (etc / "modprobe.d/dummy.conf").write_text("# mine\nalias foo dummy\noptions dummy numdummies=1\n")
+    plan = sys61.apply(["dummy"], params="numdummies=2", persistent="present")
+    assert (etc / "modules-load.d/dummy.conf").read_text().splitlines()[-1] == "dummy"
+    assert (etc / "modprobe.d/dummy.conf").read_text() == \
+        "# mine\nalias foo dummy\noptions dummy numdummies=2\n"
+    assert {d["after_header"] for d in plan.diff[1:]} == {str(etc / "modules-load.d/dummy.conf"),
+                                                          str(etc / "modprobe.d/dummy.conf")}
+    # modprobe reads the options we wrote
+    assert sys61.modprobe("dummy")[0].endswith("numdummies=2 ")
+    assert not any(isinstance(a, WriteFile) for a in
+                   sys61.plan(["dummy"], params="numdummies=2", persistent="present").actions)
+    sys61.apply(["dummy"], state="absent", persistent="absent")
+    assert not (etc / "modules-load.d/dummy.conf").exists()
+    assert (etc / "modprobe.d/dummy.conf").read_text() == "# mine\nalias foo dummy\n"
