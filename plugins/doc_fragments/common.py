@@ -26,21 +26,30 @@ requirements:
     ATTRIBUTES = r"""
 attributes:
   check_mode:
+    description: Can run in check mode and tell what would change without changing anything.
     support: full
   diff_mode:
+    description: Returns details of what changed (or would change in check mode) in diff mode.
     support: full
   platform:
+    description: Target systems the module works on.
+    support: full
     platforms: linux
 """
 
     FACTS = r"""
 attributes:
   check_mode:
+    description: Can run in check mode; it changes nothing in either mode.
     support: full
   diff_mode:
-    support: none
+    description: Changes nothing, so there is nothing to diff.
+    support: N/A
   facts:
+    description: Returns an C(ansible_facts) dictionary that updates the host's facts.
     support: full
   platform:
+    description: Target systems the module works on.
+    support: full
     platforms: linux
 """

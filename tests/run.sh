@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# The whole test suite of kernel.kmod: README's test command, and what .ci/run runs.
+#
+# Usage (as root, Debian 12):  bash tests/run.sh [STAGE...]
+#   Stages, in order: unit vm sanity units build example lint changelog molecule (default: all).
+#   It first installs what it needs: Debian packages (apt-get) and the Python tools of
+#   requirements-test.txt in a virtual environment ($KMOD_VENV, default under the test cache).
+# Each stage prints its time; the last line is "N passed, N failed[, N skipped]" over the
+# stages, and the exit status is non-zero when any stage failed.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export KMOD_TEST_CACHE=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}
+venv=${KMOD_VENV:-$KMOD_TEST_CACHE/venv}
+python=${PYTHON:-python3}
+all_stages=(unit vm sanity units build example lint changelog molecule)
+apt_packages=(kmod qemu-system-x86 qemu-utils debootstrap busybox-static xz-utils zstd
+  e2fsprogs cpio openssh-client git shellcheck python3-venv ca-certificates)
+
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 ANSIBLE_NOCOLOR=1
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+
+passed=() failed=() skipped=()
+# Scratch space beside the kernel cache: scratch trees are hard links into it.
+mkdir -p "$KMOD_TEST_CACHE"
+work=$(mktemp -d "$KMOD_TEST_CACHE/run.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+log() { printf '\n=== %s ===\n' "$*"; }
+
+# --- set-up -----------------------------------------------------------------
+
+install_debian_packages() {
+  local missing=() p
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  echo "apt-get install ${missing[*]}"
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+    >"$work/apt.log" 2>&1; then
+    cat "$work/apt.log"
+    return 1
+  fi
+}
+
+# The venv is rebuilt only when requirements-test.txt or the Python behind it changes.
+install_python_tools() {
+  local stamp want
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    { echo "$python is older than 3.11"; return 1; }
+  want=$({ "$python" -VV; cat "$repo/requirements-test.txt"; } | sha256sum | cut -d' ' -f1)
+  stamp=$venv/.kernel-kmod-requirements
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "creating $venv"
+    rm -rf "$venv"
+    if ! { "$python" -m venv "$venv" &&
+      "$venv/bin/pip" install -q -r "$repo/requirements-test.txt"; } >"$work/pip.log" 2>&1; then
+      grep -v '^WARNING: Location' "$work/pip.log"
+      return 1
+    fi
+    echo "$want" >"$stamp"
+  fi
+  export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
+  bash "$repo/tests/utils/seed_get_pip.sh" "$venv/bin/python"
+}
+
+# ansible-test, ansible-galaxy and ansible-lint work on the collection as
+# ansible_collections/kernel/kmod: a copy of the files git knows (tracked, or
+# new and not ignored), so that nothing they leave behind lands in the repository.
+collection_copy() {
+  local dest=$work/collections/ansible_collections/kernel/kmod
+  if [[ ! -d "$dest" ]]; then
+    mkdir -p "$dest"
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
+      tar -c --null -T - -f -) | tar -x -C "$dest" || return 1
+  fi
+  echo "$dest"
+}
+
+# --- stages -----------------------------------------------------------------
+
+# pytest's exit status 5 means it collected no test: the stage is skipped, not passed.
+run_pytest() {
+  python -m pytest -p no:cacheprovider "$@"
+  local rc=$?
+  ((rc == 5)) && return 3
+  return "$rc"
+}
+
+stage_unit() { (cd "$repo" && run_pytest tests/unit); }
+
+stage_vm() {
+  [[ -d "$repo/tests/vm" ]] || { echo "no tests/vm"; return 3; }
+  (cd "$repo" && run_pytest tests/vm)
+}
+
+stage_sanity() {
+  local dir
+  dir=$(collection_copy) || return 1
+  # (the filter drops pip's complaints about this machine's local index mirrors)
+  (cd "$dir" && ansible-test sanity --python 3.11 --color no) 2>&1 |
+    { grep -v '^WARNING: Location' || true; }
+}
+
+stage_units() {
+  local dir
+  dir=$(collection_copy) || return 1
+  (cd "$dir" && ansible-test units --python 3.11 --color no)
+}
+
+# Build, install the tarball into a private collections path, and use that copy alone:
+# ansible-doc for every module, then the example playbook on a scratch copy of a test kernel.
+stage_build() {
+  local dir tarball installed=$work/installed module tree root release rc=0
+  dir=$(collection_copy) || return 1
+  (cd "$dir" && ansible-galaxy collection build --output-path "$work/dist") || return 1
+  tarball=$(ls "$work"/dist/kernel-kmod-*.tar.gz) || return 1
+  if tar -tzf "$tarball" | grep -E '(^|/)(tests/output|__pycache__|\.pytest_cache|benchmarks|\.ci)(/|$)|\.ko(\.xz|\.zst|\.gz)?$'; then
+    echo "FAIL: the tarball holds test output, caches or module corpora (above)"
+    return 1
+  fi
+  ansible-galaxy collection install -p "$installed" "$tarball" || return 1
+  export ANSIBLE_COLLECTIONS_PATH=$installed ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
+  ansible-galaxy collection list kernel.kmod | grep -F "$installed" || return 1
+  for module in "$installed"/ansible_collections/kernel/kmod/plugins/modules/*.py; do
+    module=$(basename "$module" .py)
+    if ansible-doc "kernel.kmod.$module" >"$work/doc-$module.txt" 2>&1; then
+      echo "ansible-doc kernel.kmod.$module: ok"
+    else
+      cat "$work/doc-$module.txt"
+      rc=1
+    fi
+  done
+  tree=$(python - "$work/tree" <<'PY'
+import sys
+sys.path.insert(0, "tests")
+import kernels
+tree = kernels.scratch_root("6.12", sys.argv[1])
+print(tree.root, tree.release)
+PY
+  ) || return 1
+  read -r root release <<<"$tree"
+  ansible-playbook -i examples/inventory/localhost.yml examples/site.yml \
+    -e "kmod_root=$root" -e "kmod_release=$release" || rc=1
+  return "$rc"
+}
+
+# README's first command, as it stands (its files are kept in the test cache).
+stage_example() { KMOD_EXAMPLE_DIR=$KMOD_TEST_CACHE/example bash "$repo/examples/run.sh"; }
+
+stage_lint() {
+  local dir targets=()
+  dir=$(collection_copy) || return 1
+  [[ -d "$dir/roles" ]] && targets+=(roles)
+  [[ -d "$dir/examples" ]] && targets+=(examples)
+  ((${#targets[@]})) || { echo "no roles or examples"; return 3; }
+  (cd "$dir" && ansible-lint --offline --nocolor "${targets[@]}")
+}
+
+stage_changelog() { (cd "$repo" && antsibull-changelog lint -v); }
+
+# molecule finds scenarios in extensions/molecule (ansible-creator layout) or molecule/.
+stage_molecule() {
+  local dir base
+  dir=$(collection_copy) || return 1
+  for base in "$dir/extensions" "$dir"; do
+    if compgen -G "$base/molecule/*/molecule.yml" >/dev/null; then
+      (cd "$base" && molecule test --all)
+      return
+    fi
+  done
+  echo "no molecule scenario"
+  return 3
+}
+
+# --- driver -----------------------------------------------------------------
+
+run_stage() {
+  local name=$1 start=$SECONDS rc
+  log "$name"
+  # A subshell keeps what a stage exports (collections paths...) to itself.
+  (cd "$repo" && "stage_$name")
+  rc=$?
+  local took=$((SECONDS - start))
+  case $rc in
+    0) passed+=("$name"); echo "--- $name: passed (${took} s)" ;;
+    3) skipped+=("$name"); echo "--- $name: skipped (${took} s)" ;;
+    *) failed+=("$name"); echo "--- $name: FAILED, status $rc (${took} s)" ;;
+  esac
+}
+
+stages=("$@")
+((${#stages[@]})) || stages=("${all_stages[@]}")
+for s in "${stages[@]}"; do
+  [[ " ${all_stages[*]} " == *" $s "* ]] ||
+    { echo "unknown stage '$s' (stages: ${all_stages[*]})"; exit 2; }
+done
+
+log "set-up"
+start=$SECONDS
+if ! install_debian_packages || ! install_python_tools; then
+  echo "--- set-up: FAILED ($((SECONDS - start)) s)"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+echo "--- set-up: done ($((SECONDS - start)) s)"
+
+for s in "${stages[@]}"; do run_stage "$s"; done
+
+log "summary"
+printf '%-10s %s\n' "passed:" "${passed[*]:-}" "failed:" "${failed[*]:-}" "skipped:" "${skipped[*]:-}"
+echo "total time: $SECONDS s"
+line="${#passed[@]} passed, ${#failed[@]} failed"
+((${#skipped[@]})) && line+=", ${#skipped[@]} skipped"
+echo "$line"
+((${#failed[@]} == 0))
