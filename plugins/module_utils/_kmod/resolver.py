@@ -170,12 +170,12 @@ class _Pool:
 
     def install_command(self, mod: _Mod) -> Command | None:
         if not mod.install_init:
-            mod.install, mod.install_init = self.db.config.install_for(mod.name), True
+            mod.install, mod.install_init = self.db.memo(self.db.config.install_for, mod.name), True
         return mod.install
 
     def remove_command(self, mod: _Mod) -> Command | None:
         if not mod.remove_init:
-            mod.remove, mod.remove_init = self.db.config.remove_for(mod.name), True
+            mod.remove, mod.remove_init = self.db.memo(self.db.config.remove_for, mod.name), True
         return mod.remove
 
     # --- kmod_module_new_from_lookup ---
@@ -221,7 +221,7 @@ class _Pool:
     # --- kmod_module_probe_insert_module ---
 
     def softdeps(self, mod: _Mod) -> tuple[list[_Mod], list[_Mod]]:
-        soft = self.db.config.softdep_for(mod.name)
+        soft = self.db.memo(self.db.config.softdep_for, mod.name)
         if soft is None:
             return [], []
         return self._lookup_all(soft.pre), self._lookup_all(soft.post)
@@ -275,7 +275,7 @@ class _Pool:
         for m in order:
             if in_kernel(m):
                 continue
-            options = _concat_options(self.db.config.options_for(m.name, m.alias),
+            options = _concat_options(self.db.memo(self.db.config.options_for, m.name, m.alias),
                                       extra_options if m is mod else None)
             cmd = self.install_command(m)
             if cmd is not None and not m.ignorecmd:
@@ -311,6 +311,7 @@ class ModuleDB:
         self._deplines: dict[str, str | None] = {}
         self._builtin: dict[str, bool] = {}
         self._wild: dict[tuple[str, str], list[str]] = {}
+        self._memo: dict[tuple[t.Any, ...], t.Any] = {}
 
     # --- index access, cached: the same names come back through deps and softdeps ---
 
@@ -339,6 +340,14 @@ class ModuleDB:
             idx = self.index(index)
             self._wild[index, key] = idx.search_wild(key) if idx is not None else []
         return self._wild[index, key]
+
+    def memo(self, query: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        """A configuration query, answered once per arguments (fnmatch over every entry
+        for each module of each probe list is the resolver's hot spot)."""
+        key = (query.__name__,) + args
+        if key not in self._memo:
+            self._memo[key] = query(*args)
+        return self._memo[key]
 
     def config_aliases(self, name: str) -> list[Alias]:
         return [a for a in self.config.aliases if fnmatch(a.pattern, name)]

@@ -29,6 +29,11 @@ def kmod_version() -> str:
     return subprocess.run(["modprobe", "-V"], capture_output=True, text=True, env=_ENV).stdout
 
 
+def can_fake_kernel() -> bool:
+    """Whether cmdline and /sys/module can be replaced for modprobe (root and unshare)."""
+    return _can_unshare()
+
+
 def _can_unshare() -> bool:
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 
@@ -45,12 +50,16 @@ def _fingerprint(paths: t.Iterable[Path]) -> list[t.Any]:
 
 
 def run_modprobe(root: Path, release: str, queries: list[list[str]], config: list[Path],
-                 cmdline: str | None = None) -> tuple[str, list[tuple[int, str, str]]]:
+                 cmdline: str | None = None,
+                 live: t.Sequence[str] | None = None) -> tuple[str, list[tuple[int, str, str]]]:
     """Run `modprobe -d root -S release -C c... ARGS` for each query (a list of args).
 
     Returns (cmdline modprobe saw, [(rc, stdout, stderr)...]). `config` replaces the
-    host's modprobe.d (an empty list means /dev/null: no configuration at all).
+    host's modprobe.d (an empty list means /dev/null: no configuration at all). `live`
+    replaces /sys/module by one where exactly these modules are live (needs unshare).
     """
+    if live is not None and not can_fake_kernel():
+        raise RuntimeError("a fake /sys/module needs root and unshare")
     if not _can_unshare():
         cmdline = Path("/proc/cmdline").read_text()
     elif cmdline is None:
@@ -60,7 +69,7 @@ def run_modprobe(root: Path, release: str, queries: list[list[str]], config: lis
         base += ["-C", str(c)]
     moddir = root / "lib" / "modules" / release
     key = hashlib.sha256(json.dumps([
-        kmod_version(), base, cmdline, queries,
+        kmod_version(), base, cmdline, queries, sorted(live) if live is not None else None,
         _fingerprint([moddir / n for n in ("modules.dep.bin", "modules.alias.bin",
                                            "modules.symbols.bin", "modules.builtin.bin",
                                            "modules.builtin.alias.bin", "modules.softdep")]),
@@ -70,11 +79,18 @@ def run_modprobe(root: Path, release: str, queries: list[list[str]], config: lis
         return cmdline, [tuple(r) for r in json.loads(cached.read_text())]
     jobs = json.dumps([base + q for q in queries])
     if _can_unshare():
-        with tempfile.NamedTemporaryFile("w", suffix=".cmdline") as f:
-            f.write(cmdline)
-            f.flush()
-            script = f'mount --bind "$0" /proc/cmdline && exec "$1" "$2"'
-            proc = subprocess.run(["unshare", "-m", "sh", "-c", script, f.name, sys.executable, __file__],
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "cmdline").write_text(cmdline)
+            sysmod = ""
+            if live is not None:
+                sysmod = str(Path(tmp, "module"))
+                for name in live:
+                    Path(sysmod, name).mkdir(parents=True)
+                    Path(sysmod, name, "initstate").write_text("live\n")
+                Path(sysmod).mkdir(exist_ok=True)
+            script = ('mount --bind "$0/cmdline" /proc/cmdline && '
+                      '{ [ -z "$3" ] || mount --bind "$3" /sys/module; } && exec "$1" "$2"')
+            proc = subprocess.run(["unshare", "-m", "sh", "-c", script, tmp, sys.executable, __file__, sysmod],
                                   input=jobs, capture_output=True, text=True, env=_ENV, check=True)
     else:
         proc = subprocess.run([sys.executable, __file__], input=jobs, capture_output=True, text=True,
