@@ -23,12 +23,10 @@ import typing as t
 from . import atomic
 from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
 from .elf import parse_module
-from .errors import DependencyCycleError, IndexFormatError, KmodError
+from .errors import DependencyCycleError, KmodError
 from .file import read_module_bytes
 from .hashtable import iteration_order
-from .index import IndexReader
 from .index_writer import IndexBuilder
-from .modinfo import builtin_modinfo
 from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
 
 if t.TYPE_CHECKING:
@@ -321,14 +319,13 @@ class Depmod:
     def link(self, mods: list[Module], scans: dict[str, Scan],
              symbols: dict[bytes, tuple[Module | None, int]]) -> list[dict[str, str]]:
         """Exports into symbols, undefined symbols into module deps; returns unresolved ones."""
-        builtin_info = self._builtin_info({m.name for m in mods})
         for mod in mods:
             error, names, crcs, _, _, _, info = scans[mod.path]
             if error is not None:
                 self.warnings.append(f"failed to load symbols from {mod.path}: {error}")
             # the last module (in array order) exporting a name owns it
             symbols.update(zip(_names(names), zip(itertools.repeat(mod), array.array("Q", crcs))))
-            mod.info = builtin_info.get(mod.name, info)
+            mod.info = info
         unresolved = []
         report = self.check_unresolved and bool(self.symvers or self.system_map)
         check_crcs = report and bool(self.symvers)
@@ -351,19 +348,6 @@ class Depmod:
                     mod.deps.append(owner)
                     owner.users += 1
         return unresolved
-
-    def _builtin_info(self, names: set[str]) -> dict[str, list[tuple[str, str]]]:
-        """libkmod quirk: a module whose name the existing modules.builtin.bin lists gets its
-        modinfo from modules.builtin.modinfo, not from its file."""
-        try:
-            index = IndexReader.open(os.path.join(self.dirname, "modules.builtin.bin"))
-            builtin = {n for n in names if index.search(n) is not None}
-        except IndexFormatError:
-            return {}
-        if not builtin:
-            return {}
-        fields = builtin_modinfo(self.dirname)
-        return {n: [kv for kv in fields.get(n, ()) if kv[0] in ("alias", "softdep")] for n in builtin}
 
     @staticmethod
     def sort_dependencies(mods: list[Module]) -> None:

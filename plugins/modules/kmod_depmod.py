@@ -1,0 +1,241 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kmod_depmod
+short_description: Regenerate the module indexes of a kernel (modules.dep and friends), like depmod
+version_added: 0.1.0
+description:
+  - Reads every module of a kernel's module tree (C(.ko), C(.ko.gz), C(.ko.xz), C(.ko.zst)) and writes
+    the files kmod 30's C(depmod) writes (C(modules.dep), C(modules.dep.bin), C(modules.alias),
+    C(modules.alias.bin), C(modules.softdep), C(modules.symbols), C(modules.symbols.bin),
+    C(modules.builtin.bin), C(modules.builtin.alias.bin) and C(modules.devname)), with the same bytes
+    as C(depmod -b ROOT RELEASE).
+  - A file is only written when its bytes change, atomically (temporary file, C(fsync), rename); files
+    that are already right are never touched, so the task is idempotent.
+  - Everything is computed before anything is written. Dependency cycles fail the task and nothing is
+    written, like C(depmod). A module file that cannot be read (corrupt, truncated, empty, bad
+    compression) gives a warning naming it and is listed without dependencies, like C(depmod) does.
+  - Modules are read in parallel on all CPUs. Parsed modules are remembered in a cache (see O(cache)).
+author:
+  - kernel.kmod developers
+extends_documentation_fragment:
+  - kernel.kmod.common
+  - kernel.kmod.common.attributes
+options:
+  config_dirs:
+    description:
+      - C(depmod.d) directories (or single files) to read, taken under O(root). Files are merged by
+        name and an earlier directory wins, as in C(depmod -C).
+      - The default is the standard list C(/etc/depmod.d), C(/run/depmod.d), C(/usr/local/lib/depmod.d),
+        C(/usr/lib/depmod.d) and C(/lib/depmod.d) under O(root). Unlike C(depmod -b), configuration is
+        taken from the O(root) tree, so that an alternate root is self-contained.
+      - The directives C(search) (with C(built-in) and C(external)), C(override), C(external) and
+        C(exclude) are supported; without any C(search) line, C(updates) comes first, as in kmod.
+      - C(external) directories are used as written (not under O(root)), as kmod does.
+    type: list
+    elements: path
+  system_map:
+    description:
+      - A C(System.map) file (under O(root)) that lists the kernel's own exported symbols, like C(depmod -F).
+      - Only used to find unresolved symbols (O(check_unresolved)).
+    type: path
+  symvers:
+    description:
+      - A C(Module.symvers) file (under O(root)) with the kernel's symbols and their CRCs, like C(depmod -E).
+        It takes precedence over O(system_map), and also reports CRC mismatches as warnings.
+    type: path
+  check_unresolved:
+    description:
+      - Report undefined symbols that neither the kernel nor any module provides, like C(depmod -e),
+        in RV(unresolved).
+      - Needs the kernel's symbols. Without O(system_map) and O(symvers),
+        C(/boot/System.map-RELEASE) under O(root) is used; the task fails if it does not exist.
+    type: bool
+    default: false
+  cache:
+    description:
+      - Remember what was read from each module file in O(cache_dir), so that a run where only a few
+        modules changed only reads those.
+      - An entry is only reused when the file's path, size, modification time, change time, inode and
+        device are all the same, so a stale entry is never used.
+    type: bool
+    default: true
+  cache_dir:
+    description:
+      - Directory for the cache, on the managed node (not under O(root)). One file per module tree.
+    type: path
+    default: /var/cache/kernel-kmod
+  jobs:
+    description:
+      - Number of processes that read modules. V(0) means one per usable CPU.
+    type: int
+    default: 0
+notes:
+  - kmod_depmod writes the kmod 30 (Debian 12) index layout. Newer kmod reads it as well.
+  - Modules compressed with gzip are indexed too, as a kmod built with zlib support does; Debian's
+    kmod 30 is built without it and ignores C(.ko.gz) files.
+seealso:
+  - module: kernel.kmod.kmod_load
+  - module: kernel.kmod.kmod_facts
+"""
+
+EXAMPLES = r"""
+- name: Rebuild the indexes of the running kernel after installing an out-of-tree module
+  kernel.kmod.kmod_depmod:
+
+- name: Rebuild the indexes of another kernel in an image being built
+  kernel.kmod.kmod_depmod:
+    root: /srv/images/rootfs
+    kernel_release: 6.1.0-56-amd64
+
+- name: Fail when some module needs a symbol nothing provides
+  kernel.kmod.kmod_depmod:
+    kernel_release: 6.12.117+deb12-amd64
+    check_unresolved: true
+  register: depmod
+  failed_when: depmod.unresolved | length > 0
+"""
+
+RETURN = r"""
+files_changed:
+  description: The index files whose content changed (in check mode, which would change), by name.
+  returned: always
+  type: list
+  elements: str
+  sample: [modules.dep, modules.dep.bin, modules.alias, modules.alias.bin]
+module_count:
+  description: Number of modules in the index.
+  returned: always
+  type: int
+  sample: 4023
+moddir:
+  description: The module directory that was indexed.
+  returned: always
+  type: str
+  sample: /lib/modules/6.1.0-56-amd64
+unresolved:
+  description: Undefined symbols that nothing provides, one entry per module and symbol.
+  returned: when O(check_unresolved=true)
+  type: list
+  elements: dict
+  contains:
+    module:
+      description: Module name.
+      type: str
+      sample: hello
+    path:
+      description: Module file.
+      type: str
+      sample: /lib/modules/6.1.0-56-amd64/extra/hello.ko
+    symbol:
+      description: The symbol nothing provides.
+      type: str
+      sample: no_such_function
+  sample: [{module: hello, path: /lib/modules/6.1.0-56-amd64/extra/hello.ko, symbol: no_such_function}]
+elapsed:
+  description: Seconds the task spent computing and writing.
+  returned: always
+  type: float
+  sample: 1.82
+"""
+
+import os
+import time
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.atomic import read_bytes
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
+    Depmod, default_cache_file, stale_files, write_indexes)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+
+
+def _dep_lines(data: bytes | None) -> dict[str, str]:
+    """modules.dep as {module path: line}."""
+    text = (data or b"").decode("utf-8", "replace")
+    return {line.split(":", 1)[0]: line for line in text.splitlines() if line}
+
+
+def dep_diff(moddir: str, old: bytes | None, new: bytes, files: list[str]) -> dict[str, str]:
+    """Modules added, removed or with other dependencies, as modules.dep lines (not index bytes)."""
+    before, after = _dep_lines(old), _dep_lines(new)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    header = "".join(f"# {name}\n" for name in files)
+    return {
+        "before_header": f"{moddir}/modules.dep (changed modules only)",
+        "after_header": f"{moddir}/modules.dep (changed modules only)",
+        "before": header + "".join(before[p] + "\n" for p in changed if p in before),
+        "after": header + "".join(after[p] + "\n" for p in changed if p in after),
+    }
+
+
+def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], list[str]]:
+    start = time.monotonic()
+    if params["jobs"] < 0:
+        raise KmodError(f"jobs must be 0 (one per CPU) or more, not {params['jobs']}")
+    paths = KmodPaths.from_params(params)
+    system_map = params["system_map"] and paths.under(params["system_map"])
+    symvers = params["symvers"] and paths.under(params["symvers"])
+    if params["check_unresolved"] and not (system_map or symvers):
+        system_map = paths.under("boot", f"System.map-{paths.kernel_release}")
+        if not os.path.isfile(system_map):
+            raise KmodError(f"check_unresolved needs the kernel's symbols: {system_map} does not exist; "
+                            "set system_map or symvers", path=system_map)
+    config_dirs = params["config_dirs"]
+    depmod = Depmod(
+        paths,
+        config_paths=None if config_dirs is None else [paths.under(d) for d in config_dirs],
+        system_map=system_map, symvers=symvers, check_unresolved=params["check_unresolved"],
+        jobs=params["jobs"] or None,
+        cache_file=default_cache_file(paths, params["cache_dir"]) if params["cache"] else None,
+    )
+    result = depmod.build()
+    old_dep = read_bytes(os.path.join(paths.moddir, "modules.dep"))
+    changed_files = stale_files(paths.moddir, result.files)
+    if changed_files and not check_mode:
+        write_indexes(paths.moddir, result.files)
+    out: dict[str, t.Any] = {
+        "changed": bool(changed_files),
+        "files_changed": changed_files,
+        "module_count": len(result.modules),
+        "moddir": paths.moddir,
+        "diff": dep_diff(paths.moddir, old_dep, result.files["modules.dep"], changed_files),
+    }
+    if params["check_unresolved"]:
+        out["unresolved"] = result.unresolved
+    out["elapsed"] = round(time.monotonic() - start, 3)
+    return out, result.warnings
+
+
+def main() -> t.NoReturn:
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            config_dirs={"type": "list", "elements": "path"},
+            system_map={"type": "path"},
+            symvers={"type": "path"},
+            check_unresolved={"type": "bool", "default": False},
+            cache={"type": "bool", "default": True},
+            cache_dir={"type": "path", "default": "/var/cache/kernel-kmod"},
+            jobs={"type": "int", "default": 0},
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result, warnings = run(module.params, module.check_mode)
+    except KmodError as e:
+        module.fail_json(msg=e.msg, **e.details)
+    for warning in warnings:
+        module.warn(warning)
+    if not module._diff:
+        del result["diff"]
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
