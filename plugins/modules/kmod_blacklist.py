@@ -16,6 +16,9 @@ description:
     never changed; entries for the same modules found there are reported in RV(modules[].elsewhere).
   - After the change, the module resolves each name with its own engine (the way C(modprobe) does)
     and reports whether loading is now stopped (RV(modules[].alias_blocked), RV(modules[].blocked)).
+    In check mode this is computed for the file as it would be written.
+  - A warning is given when O(path) is not read by libkmod at all (outside the C(modprobe.d)
+    directories, or hidden by a file of the same name in an earlier directory such as C(/etc/modprobe.d)).
 author:
   - kernel.kmod developers
 extends_documentation_fragment:
@@ -33,9 +36,9 @@ options:
     required: true
   state:
     description:
-      - V(present) makes sure the entries exist, V(absent) removes the C(blacklist) line and any
-        C(install NAME /bin/false) (or C(/bin/true)) line for the names. Other C(install) commands
-        are left alone when removing.
+      - V(present) makes sure the entries exist, V(absent) removes the C(blacklist) line, any
+        C(install NAME /bin/false) (or C(/bin/true)) line and any C(softdep NAME pre:) line that names
+        no module. Other C(install) commands and real softdeps are left alone when removing.
     type: str
     choices: [present, absent]
     default: present
@@ -45,11 +48,17 @@ options:
         through an alias (hardware autoloading by udev, C(modprobe ALIAS), C(symbol:) lookups).
         An explicit C(modprobe NAME), and another module that depends on it or names it as a softdep,
         still load it.
-      - V(disable) writes C(blacklist NAME) and C(install NAME /bin/false), so that every load through
-        C(modprobe) fails, explicit ones and dependency pulls included. Other C(install) lines for the
-        module in O(path) are dropped, as libkmod would run the first one it finds.
-      - With V(blacklist), an C(install NAME /bin/false) line in O(path) is removed, so that a module can
-        be switched between the two modes.
+      - V(disable) writes C(blacklist NAME), C(install NAME /bin/false) and C(softdep NAME pre:), so that
+        every load through C(modprobe) fails, explicit ones and dependency pulls included (the
+        dependencies of the module itself are still loaded first, as C(modprobe) does).
+        libkmod never runs the install command of a module that has softdeps, and many have some in
+        C(modules.softdep) (for example C(libcrc32c)); the empty C(softdep) line takes their place because
+        libkmod uses the first C(softdep) line it finds, in file name order. A file that sorts after
+        C(modules.softdep) therefore cannot disable such a module, as RV(modules[].blocked) then shows.
+      - Other C(install) and C(softdep) lines for the module in O(path) are dropped with V(disable),
+        as libkmod would use the first one it finds.
+      - With V(blacklist), the C(install NAME /bin/false) and empty C(softdep) lines in O(path) are
+        removed, so that a module can be switched between the two modes.
     type: str
     choices: [blacklist, disable]
     default: blacklist
@@ -61,8 +70,9 @@ options:
     default: /etc/modprobe.d/kernel-kmod-blacklist.conf
   exclusive:
     description:
-      - With V(true), O(path) holds exactly the listed modules: blacklist and disable entries for every
+      - With V(true), O(path) holds exactly the listed modules; blacklist and disable entries for every
         other module are removed. Comments and other directives stay. Needs O(state=present).
+      - O(name) may then be an empty list, which removes every entry.
     type: bool
     default: false
   unload:
@@ -70,11 +80,15 @@ options:
       - With O(state=present), also unload each listed module that is loaded now, like
         M(kernel.kmod.kmod_load) with O(kernel.kmod.kmod_load#module:state=absent), including its
         dependencies that nothing else uses any more.
-      - A module in use fails the task with a message naming its holders; nothing is unloaded then.
+      - A module in use fails the task with a message naming its holders and refcount; neither the file
+        nor any module is changed then.
+      - The file is written before modules are unloaded, so that nothing loads them again in between.
     type: bool
     default: false
 notes:
   - The initramfs may carry a copy of C(modprobe.d); RV(initramfs_stale) tells a handler when to rebuild it.
+  - C(modprobe.blacklist=) on the kernel command line (C(/proc/cmdline) under O(root)) counts as a
+    blacklist entry elsewhere.
 seealso:
   - module: kernel.kmod.kmod_load
   - module: kernel.kmod.kmod_facts
@@ -130,28 +144,32 @@ modules:
       sample: false
     alias_blocked:
       description:
-        - The engine resolves no alias to this module any more (the whole configuration is taken
-          into account, not only O(path)).
+        - The module is blacklisted by the whole configuration (not only O(path)), and resolving each
+          of its aliases (from C(modules.alias) and C(alias) lines) the way C(modprobe) does yields it
+          only as a skipped result.
       type: bool
       sample: true
     blocked:
       description:
-        - The engine's resolution of the name itself ends in a failing C(install) command, so that
-          C(modprobe NAME) and dependency pulls fail.
+        - Resolving the name itself the way C(modprobe NAME) does ends, for every result, in an
+          C(install) command that only runs C(false) or C(true), so the module is never inserted, also not
+          as another module's dependency. V(false) for O(mode=blacklist), which does not stop that.
       type: bool
       sample: false
     elsewhere:
-      description: Entries for the module in other C(modprobe.d) files, which this module never changes.
+      description:
+        - C(blacklist) and C(install) entries for the module in other files (and the kernel command
+          line), which this module never changes. C(install) patterns are matched like libkmod does.
       type: list
       elements: dict
-      sample: [{file: /usr/lib/modprobe.d/blacklist.conf, directive: blacklist, value: ''}]
+      sample: [{file: /usr/lib/modprobe.d/blacklist.conf, line: 3, directive: blacklist pcspkr}]
     unloaded:
       description: Modules unloaded (or, in check mode, to be unloaded) because of O(unload).
       type: list
       elements: str
       sample: [pcspkr]
 removed:
-  description: Modules whose entries O(exclusive=true) removed from O(path).
+  description: Modules (normalised names) that had an entry in O(path) before and have none now.
   returned: always
   type: list
   elements: str
@@ -165,74 +183,15 @@ initramfs_stale:
   sample: true
 """
 
-import os
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.atomic import read_bytes, write_if_changed
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config_edit import (
-    ModprobeConfEditor, check_module_name, edit_blacklist, module_key)
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import ConfigError, KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import apply, plan_blacklist, verify
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
-
-# Where the usual initramfs generators put their image (initramfs-tools, dracut, mkinitrd).
-INITRAMFS_NAMES = ("initrd.img-{}", "initramfs-{}.img", "initrd-{}", "initrd-{}.img")
-
-
-def conf_path(paths: KmodPaths, path: str) -> str:
-    """The file under root, checked so that libkmod will really read it."""
-    name = os.path.basename(path)
-    if not os.path.isabs(path) or not name.endswith(".conf") or name.startswith("."):
-        raise ConfigError(f"path {path!r} must be an absolute path to a *.conf file not starting "
-                          "with '.': libkmod reads no other modprobe.d files", path=path)
-    full = paths.under(path)
-    if os.path.isdir(full):
-        raise ConfigError(f"path {full} is a directory", path=full)
-    return full
-
-
-def initramfs_of(paths: KmodPaths) -> str | None:
-    for pattern in INITRAMFS_NAMES:
-        candidate = paths.under("boot", pattern.format(paths.kernel_release))
-        if os.path.isfile(candidate):
-            return candidate
-    return None
-
-
-def _decode(data: bytes | None) -> str | None:
-    # surrogateescape keeps bytes that are not UTF-8 exactly as they were.
-    return None if data is None else data.decode("utf-8", "surrogateescape")
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def run(params: dict[str, t.Any], check_mode: bool) -> dict[str, t.Any]:
-    names = [check_module_name(n) for n in params["name"]]
-    paths = KmodPaths.from_params(params)
-    path = conf_path(paths, params["path"])
-    before = _decode(read_bytes(path))
-    after = edit_blacklist(before, names, params["state"], params["mode"], params["exclusive"])
-    changed = after != (before or "")
-    if changed and not check_mode:
-        write_if_changed(path, _encode(after))
-    old, new = ModprobeConfEditor(before), ModprobeConfEditor(after)
-    return {
-        "changed": changed,
-        "path": path,
-        "modules": [{"name": n,
-                     "blacklisted": module_key(n) in new.blacklisted(),
-                     "disabled": module_key(n) in new.disabled()} for n in names],
-        "removed": [k for k in old.managed() if k not in new.managed()],
-        "initramfs_stale": changed and initramfs_of(paths) is not None,
-        # Shown text only: bytes that are not UTF-8 become U+FFFD.
-        "diff": {"before_header": path, "after_header": path,
-                 "before": _encode(before or "").decode("utf-8", "replace"),
-                 "after": _encode(after).decode("utf-8", "replace")},
-    }
 
 
 def main() -> t.NoReturn:
@@ -247,12 +206,31 @@ def main() -> t.NoReturn:
         ),
         supports_check_mode=True,
     )
+    p = module.params
+
+    def run(command: str, env: dict[str, str]) -> tuple[int, str, str]:
+        return module.run_command(["/bin/sh", "-c", command], environ_update=env)
+
     try:
-        result = run(module.params, module.check_mode)
+        plan = plan_blacklist(KmodPaths.from_params(p), p["name"], p["state"], p["mode"], p["path"],
+                              p["exclusive"], p["unload"])
+        if not module.check_mode:
+            apply(plan, Loader(LinuxSyscalls(), plan.planner.kstate.compression() if plan.planner else None),
+                  run)
+        modules = verify(plan)
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
-    if not module._diff:
-        del result["diff"]
+    for warning in plan.warnings:
+        module.warn(warning)
+    result: dict[str, t.Any] = {
+        "changed": plan.changed,
+        "path": plan.path,
+        "modules": modules,
+        "removed": plan.removed(),
+        "initramfs_stale": plan.file_changed and plan.initramfs() is not None,
+    }
+    if module._diff:
+        result["diff"] = plan.diff()
     module.exit_json(**result)
 
 

@@ -61,18 +61,18 @@ class ConfLine:
 
     @property
     def kind(self) -> str | None:
-        """'blacklist' or 'install' when kmod would take this line as one, else None."""
+        """'blacklist', 'install' or 'softdep' when kmod would take this line as one, else None."""
         if not self.words:
             return None
         if self.words[0] == "blacklist" and len(self.words) >= 2:
             return "blacklist"
-        if self.words[0] == "install" and self.rest:
-            return "install"
+        if self.words[0] in ("install", "softdep") and self.rest:
+            return self.words[0]
         return None
 
     @property
     def key(self) -> str | None:
-        """Normalised module name of a blacklist/install line (None for others or bad names)."""
+        """Normalised module name of a blacklist/install/softdep line (None for others or bad names)."""
         if self.kind is None:
             return None
         try:
@@ -89,9 +89,28 @@ class ConfLine:
         return len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
 
     @property
+    def no_softdeps(self) -> bool:
+        """A ``softdep`` line that names no module (``softdep NAME pre:``).
+
+        libkmod never runs the install command of a module that has softdeps (its probe
+        list sets ``ignorecmd``), and it takes the first softdep line that matches, so this
+        line, sorted before ``modules.softdep``, lets ``install NAME /bin/false`` work.
+        """
+        if self.kind != "softdep":
+            return False
+        marker = False
+        for word in self.rest.split():
+            if word in ("pre:", "post:"):
+                marker = True
+            elif marker:
+                return False  # words before any pre:/post: are ignored by kmod
+        return True
+
+    @property
     def is_entry(self) -> bool:
         """A line that blacklists or stops loading a module: what remove/exclusive drop."""
-        return self.key is not None and (self.kind == "blacklist" or self.stops_loading)
+        return self.key is not None and (self.kind == "blacklist" or self.stops_loading
+                                         or self.no_softdeps)
 
     @property
     def is_disable(self) -> bool:
@@ -181,9 +200,10 @@ class ModprobeConfEditor:
     def ensure(self, name: str, mode: str) -> None:
         """The file blacklists name; with mode 'disable' it also makes every load fail.
 
-        With 'disable', other install lines for the name are dropped: libkmod runs the first
-        install command that matches, so any of them could shadow ours. With 'blacklist',
-        an earlier disable line for the name is dropped, so switching modes works.
+        'disable' adds ``install NAME /bin/false`` and ``softdep NAME pre:`` (see
+        ``no_softdeps``) and drops other install and softdep lines for the name: libkmod takes
+        the first line that matches, so any of them could shadow ours. With 'blacklist',
+        those disable lines are dropped, so switching modes works.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
@@ -191,17 +211,23 @@ class ModprobeConfEditor:
         if not any(line.kind == "blacklist" and line.key == key for line in self.lines):
             self._add(key, f"blacklist {name}\n")
         if mode == DISABLE:
-            installs = [line for line in self.lines if line.kind == "install" and line.key == key]
-            keep = next((line for line in installs if line.is_disable), None)
-            self._drop(line for line in installs if line is not keep)
-            if keep is None:
-                self._add(key, f"install {name} {FALSE_COMMAND}\n")
+            self._ensure_one(key, "install", f"install {name} {FALSE_COMMAND}\n")
+            self._ensure_one(key, "softdep", f"softdep {name} pre:\n")
         else:
-            self._drop(line for line in self.lines if line.stops_loading and line.key == key)
+            self._drop(line for line in self.lines if line.key == key and line.is_entry
+                       and line.kind != "blacklist")
+
+    def _ensure_one(self, key: str, kind: str, raw: str) -> None:
+        """Exactly one disabling line of this kind for the module: an existing one or raw."""
+        lines = [line for line in self.lines if line.kind == kind and line.key == key]
+        keep = next((line for line in lines if line.is_disable or line.no_softdeps), None)
+        self._drop(line for line in lines if line is not keep)
+        if keep is None:
+            self._add(key, raw)
 
     def remove(self, name: str) -> None:
-        """No blacklist or load-stopping install line for name is left; custom install
-        commands for it are not ours to judge and stay."""
+        """No blacklist, load-stopping install or empty softdep line for name is left;
+        custom install commands and real softdeps are not ours to judge and stay."""
         key = module_key(check_module_name(name))
         self._drop(line for line in self.lines if line.is_entry and line.key == key)
 

@@ -18,7 +18,7 @@ CASES = [
     ("new-file-blacklist", None, ["dummy"], "present", "blacklist", False,
      H + "blacklist dummy\n"),
     ("new-file-disable", None, ["i2c-dev"], "present", "disable", False,
-     H + "blacklist i2c-dev\ninstall i2c-dev /bin/false\n"),
+     H + "blacklist i2c-dev\ninstall i2c-dev /bin/false\nsoftdep i2c-dev pre:\n"),
     ("absent-no-file-stays-empty", None, ["dummy"], "absent", "blacklist", False, ""),
     ("existing-empty-file-gets-no-header", "", ["dummy"], "present", "blacklist", False,
      "blacklist dummy\n"),
@@ -39,13 +39,19 @@ CASES = [
     ("crlf-name-is-another-name", "blacklist foo\r\n", ["foo"], "present", "blacklist", False,
      "blacklist foo\r\nblacklist foo\n"),
     ("disable-adds-install-after-blacklist", "# a\nblacklist foo\n# b\nalias x bar\n", ["foo"],
-     "present", "disable", False, "# a\nblacklist foo\ninstall foo /bin/false\n# b\nalias x bar\n"),
-    ("disable-keeps-existing-false", "install foo   /usr/bin/false # off\nblacklist foo\n", ["foo"],
-     "present", "disable", False, "install foo   /usr/bin/false # off\nblacklist foo\n"),
-    ("disable-replaces-true-and-custom", "install foo /bin/true\nblacklist foo\ninstall foo /sbin/x\n",
-     ["foo"], "present", "disable", False, "blacklist foo\ninstall foo /bin/false\n"),
-    ("blacklist-mode-drops-disable", "blacklist foo\ninstall foo /bin/false\ninstall foo /bin/true\n",
+     "present", "disable", False,
+     "# a\nblacklist foo\ninstall foo /bin/false\nsoftdep foo pre:\n# b\nalias x bar\n"),
+    ("disable-keeps-existing-lines", "install foo   /usr/bin/false # off\nblacklist foo\nsoftdep foo x post:\n",
+     ["foo"], "present", "disable", False,
+     "install foo   /usr/bin/false # off\nblacklist foo\nsoftdep foo x post:\n"),
+    ("disable-replaces-true-custom-and-softdeps",
+     "install foo /bin/true\nsoftdep foo pre: bar\nblacklist foo\ninstall foo /sbin/x\n", ["foo"], "present",
+     "disable", False, "blacklist foo\ninstall foo /bin/false\nsoftdep foo pre:\n"),
+    ("blacklist-mode-drops-disable",
+     "blacklist foo\ninstall foo /bin/false\ninstall foo /bin/true\nsoftdep foo pre: post:\n",
      ["foo"], "present", "blacklist", False, "blacklist foo\n"),
+    ("blacklist-mode-keeps-real-softdep", "softdep foo pre: bar\n", ["foo"], "present", "blacklist", False,
+     "softdep foo pre: bar\nblacklist foo\n"),
     ("blacklist-mode-keeps-custom-install", "install foo /sbin/x $CMDLINE_OPTS\n", ["foo"], "present",
      "blacklist", False, "install foo /sbin/x $CMDLINE_OPTS\nblacklist foo\n"),
     ("remove-all-spellings", "# keep\nblacklist foo-bar\nblacklist\tfoo_bar\ninstall foo-bar /bin/false\n"
@@ -61,8 +67,8 @@ CASES = [
     ("exclusive-removes-others", "# head\nblacklist a\nblacklist b\ninstall b /bin/false\n"
      "install c /bin/true\ninstall d /sbin/d\noptions b x=1\n", ["a", "e"], "present", "blacklist", True,
      "# head\nblacklist a\ninstall d /sbin/d\noptions b x=1\nblacklist e\n"),
-    ("exclusive-same-spelling-kept", "blacklist a-b\n", ["a_b"], "present", "disable", True,
-     "blacklist a-b\ninstall a_b /bin/false\n"),
+    ("exclusive-same-spelling-kept", "blacklist a-b\nsoftdep b pre:\nsoftdep c pre: d\n", ["a_b"], "present",
+     "disable", True, "blacklist a-b\ninstall a_b /bin/false\nsoftdep a_b pre:\nsoftdep c pre: d\n"),
     ("bad-bracket-name-line-is-no-entry", "blacklist x]\n", ["foo"], "present", "blacklist", True,
      "blacklist x]\nblacklist foo\n"),
     ("several-names-keep-order", "blacklist b\n", ["a", "b", "c"], "present", "blacklist", False,
@@ -101,7 +107,7 @@ def test_untouched_lines_are_byte_identical():
     editor = ModprobeConfEditor(text)
     assert editor.text() == text
     editor.ensure("new", "disable")
-    assert editor.text() == text + "\nblacklist new\ninstall new /bin/false\n"
+    assert editor.text() == text + "\nblacklist new\ninstall new /bin/false\nsoftdep new pre:\n"
 
 
 # Parser oracle: what kmod itself takes as blacklist/install entries of a file.
@@ -110,6 +116,7 @@ PARSE_TEXTS = [
     "install b \ninstall c\t\t/bin/true # x\nblacklist i2c-dev\nblacklist x]\nblacklist q\r\n",
     "blacklist\nblacklist a[b]-c\ninstall d-e /sbin/modprobe --ignore-install d $CMDLINE_OPTS\n",
     "  # indented\n#blacklist no\nblacklist \\\n  cont\ninstall f \\\n/bin/false\\\n",
+    "softdep a pre:\nsoftdep b x post:\nsoftdep c pre: d\nsoftdep\te  post:\t\nsoftdep f\nsoftdep g \n",
 ]
 
 
@@ -121,14 +128,17 @@ def _kmod_entries(tmp_path, text: str) -> list[str]:
     (confdir / "a.conf").write_bytes(text.encode("utf-8", "surrogateescape"))
     out = subprocess.run(["modprobe", "-c", "-d", str(tmp_path), "-S", "x", "-C", str(confdir)],
                          capture_output=True, check=True).stdout.decode("utf-8", "surrogateescape")
-    return [line for line in out.split("\n") if line.startswith(("blacklist ", "install "))]
+    # Softdeps: only those naming no module ("softdep KEY "), the ones the editor manages.
+    return [line for line in out.split("\n") if line.startswith(("blacklist ", "install "))
+            or (line.startswith("softdep ") and line.count(" ") == 2 and line.endswith(" "))]
 
 
 def _our_entries(text: str) -> list[str]:
     lines = [line for line in parse_lines(text) if line.key is not None]
-    # modprobe -c lists every blacklist before every install.
+    # modprobe -c lists every blacklist, then every install, then every softdep.
     return ([f"blacklist {line.key}" for line in lines if line.kind == "blacklist"]
-            + [f"install {line.key} {line.rest}" for line in lines if line.kind == "install"])
+            + [f"install {line.key} {line.rest}" for line in lines if line.kind == "install"]
+            + [f"softdep {line.key} " for line in lines if line.no_softdeps])
 
 
 @pytest.mark.parametrize("text", PARSE_TEXTS)
@@ -146,8 +156,9 @@ def test_kmod_sees_the_edit(tmp_path, before, names, state, mode, exclusive, aft
         blacklisted = f"blacklist {key}" in entries
         disabled = any(e.startswith(f"install {key} ") and e.split()[2].endswith("/false")
                        for e in entries)
+        no_softdeps = f"softdep {key} " in entries
         if state == "present":
             assert blacklisted
-            assert disabled == (mode == "disable")
+            assert disabled == no_softdeps == (mode == "disable")
         else:
-            assert not blacklisted and not disabled
+            assert not blacklisted and not disabled and not no_softdeps
