@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kmod_load side by side with kmod's modprobe and with community.general.modprobe.
+
+1. Resolution: ONE check-mode kmod_load task over every module name of a real tree
+   (ansible-playbook against localhost, root=TREE) vs `modprobe -d TREE -S REL
+   --show-depends NAME` once per name. Also counts names whose show_depends differ.
+2. Loading (in a qemu VM with a real Debian kernel): one kmod_load task over a list of
+   30 modules, then the same task again, vs community.general.modprobe in a loop over
+   the same names, twice. Each side starts from a freshly booted guest.
+
+Run from the repository: python3 benchmarks/bench_load.py [--kernel 6.12] [--skip-vm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "vm"))
+import conftest  # noqa: E402,F401  (links kernel.kmod into the collections cache)
+import kernels  # noqa: E402
+from qemu import VM, ansible_playbook  # noqa: E402
+
+# Modules that load in a bare qemu guest without hardware (network, filesystems, qdiscs).
+VM_MODULES = ["dummy", "veth", "vxlan", "bridge", "bonding", "macvlan", "ipvlan", "nf_nat",
+              "nf_tables", "xt_conntrack", "tun", "overlay", "nfnetlink", "br_netfilter", "ip_gre",
+              "ipip", "sit", "geneve", "wireguard", "tcp_bbr", "sch_htb", "sch_netem", "cls_u32",
+              "act_mirred", "8021q", "nbd", "vrf", "ifb", "nlmon", "squashfs"]
+T = t.TypeVar("T")
+ANSIBLE_PACKAGE = "ansible==12.3.0"  # the PyPI package that ships community.general (for ansible-core 2.19)
+
+
+def module_names(tree: kernels.KernelTree) -> list[str]:
+    with open(tree.moddir / "modules.dep", encoding="utf-8") as f:
+        return [os.path.basename(line.split(":", 1)[0]).split(".", 1)[0].replace("-", "_")
+                for line in f]
+
+
+def measure(fn: t.Callable[[], T]) -> tuple[T, tuple[float, float]]:
+    """fn()'s value and (wall seconds, CPU seconds of the child processes it ran).
+
+    CPU time is the fairer figure on a busy machine: both sides run as child processes.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    value = fn()
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return value, (wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+
+def bench_resolution(key: str) -> None:
+    tree = kernels.pristine_root(key)
+    names = module_names(tree)
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [{
+        "name": "resolve", "check_mode": True, "kernel.kmod.kmod_load": {
+            "name": "{{ names }}", "root": str(tree.root), "kernel_release": tree.release}}]}]
+    res, ours = measure(lambda: ansible_playbook(
+        [], play, extra_vars={"names": names, "ansible_python_interpreter": sys.executable}))
+    if res.rc != 0:
+        sys.exit(f"kmod_load failed: {res}")
+    result = res.task("resolve")
+    base = ["modprobe", "-d", str(tree.root), "-S", tree.release, "-C", "/dev/null", "--show-depends"]
+    theirs, kmod = measure(lambda: [subprocess.run(base + [n], capture_output=True, text=True)
+                                    .stdout.splitlines() for n in names])
+    differ = [n for n, mine, want in zip(names, result["modules"], theirs) if mine["show_depends"] != want]
+    print(f"\n== resolution: {len(names)} names of {tree.release} ==")
+    print(f"{'':<36}{'wall':>10}{'CPU':>10}")
+    print(f"{'one check-mode kmod_load task':<36}{ours[0]:9.1f}s{ours[1]:9.1f}s")
+    print(f"{'modprobe --show-depends per name':<36}{kmod[0]:9.1f}s{kmod[1]:9.1f}s")
+    print(f"{'ratio (kmod_load / modprobe)':<36}{ours[0] / kmod[0]:10.3f}{ours[1] / kmod[1]:10.3f}")
+    print(f"names whose show_depends differ from modprobe: {len(differ)} {differ[:10]}")
+
+def bench_dir() -> Path:
+    """A playbook directory whose collections/ holds community.general from the `ansible`
+    PyPI package (installed once into the cache, without touching ansible-core)."""
+    base = kernels.CACHE / "bench" / ANSIBLE_PACKAGE.replace("==", "-")
+    if not (base / "ansible_collections" / "community" / "general").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(base), ANSIBLE_PACKAGE], check=True)
+    play_dir = kernels.CACHE / "bench" / "play"
+    link = play_dir / "collections" / "ansible_collections" / "community"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(base / "ansible_collections" / "community")
+    return play_dir
+
+
+def timed_play(vm: VM, tasks: list[dict], play_dir: Path) -> float:
+    book = play_dir / "play.yml"
+    book.write_text(json.dumps([{"hosts": vm.name, "gather_facts": False, "tasks": tasks}]))
+    start = time.monotonic()
+    res = vm.ansible_playbook(book)
+    took = time.monotonic() - start
+    if res.rc != 0:
+        sys.exit(f"play failed on {vm.name}: {res}")
+    return took
+
+
+def bench_vm(key: str) -> None:
+    play_dir = bench_dir()
+    ours_task = [{"name": "load", "kernel.kmod.kmod_load": {"name": VM_MODULES}}]
+    cg_task = [{"name": "load", "community.general.modprobe": {"name": "{{ item }}"},
+                "loop": VM_MODULES}]
+    vm = VM(key).start()
+    try:
+        before = vm.run("cat /proc/modules", check=True).stdout
+        ours = [timed_play(vm, ours_task, play_dir) for _ in range(2)]
+        loaded = {ln.split()[0] for ln in vm.run("cat /proc/modules", check=True).stdout.splitlines()}
+        missing = [m for m in VM_MODULES if m.replace("-", "_") not in loaded]
+        vm.restart()
+        assert vm.run("cat /proc/modules", check=True).stdout.split()[::6] == before.split()[::6]
+        cg = [timed_play(vm, cg_task, play_dir) for _ in range(2)]
+    finally:
+        vm.stop()
+    print(f"\n== loading {len(VM_MODULES)} modules in a qemu VM ({key}) ==")
+    print(f"{'':<28}{'first run':>12}{'rerun':>12}{'total':>12}")
+    print(f"{'kmod_load (one task)':<28}{ours[0]:11.1f}s{ours[1]:11.1f}s{sum(ours):11.1f}s")
+    print(f"{'community.general.modprobe':<28}{cg[0]:11.1f}s{cg[1]:11.1f}s{sum(cg):11.1f}s")
+    print(f"{'ratio (target <= 0.2)':<28}{ours[0] / cg[0]:12.3f}{ours[1] / cg[1]:12.3f}"
+          f"{sum(ours) / sum(cg):12.3f}")
+    if missing:
+        print(f"not loaded after kmod_load: {missing}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernel", default="6.12", choices=sorted(kernels.KERNELS))
+    parser.add_argument("--skip-vm", action="store_true", help="only the resolution benchmark")
+    args = parser.parse_args()
+    bench_resolution(args.kernel)
+    if not args.skip_vm:
+        bench_vm(args.kernel)
+
+
+if __name__ == "__main__":
+    main()
