@@ -352,6 +352,15 @@ class ModuleDB:
     def config_aliases(self, name: str) -> list[Alias]:
         return [a for a in self.config.aliases if fnmatch(a.pattern, name)]
 
+    def _resolve(self, name: str) -> tuple[_Pool, list[_Mod]]:
+        """A fresh pool and the lookup results of name (raises when there are none)."""
+        validate_name(name)
+        pool = _Pool(self)
+        found = pool.lookup(name)
+        if not found:
+            raise self._not_found(name)
+        return pool, found
+
     # --- public API ---
 
     def lookup(self, name: str) -> list[Module]:
@@ -360,11 +369,7 @@ class ModuleDB:
         Raises InvalidNameError for names modprobe could never mean and ModuleLookupError,
         with close matches, when nothing is found.
         """
-        validate_name(name)
-        pool = _Pool(self)
-        found = pool.lookup(name)
-        if not found:
-            raise self._not_found(name)
+        pool, found = self._resolve(name)
         return [pool.public(m) for m in found]
 
     def lookup_exact(self, name: str) -> list[Module]:
@@ -396,11 +401,7 @@ class ModuleDB:
         with it (module name -> loaded?), loaded and builtin modules are skipped, as plain
         modprobe does. Results blacklisted and reached through an alias give no steps.
         """
-        validate_name(name)
-        pool = _Pool(self)
-        found = pool.lookup(name)
-        if not found:
-            raise self._not_found(name)
+        pool, found = self._resolve(name)
         steps: list[ProbeStep] = []
         for mod in found:
             steps += pool.probe(mod, extra_options, is_loaded)
@@ -423,11 +424,7 @@ class ModuleDB:
         """For each lookup result of ``name`` that configuration keeps from loading, why:
         a blacklist entry (applies only to results reached through an alias) or an install
         command that only runs true/false. Unknown names raise ModuleLookupError."""
-        validate_name(name)
-        pool = _Pool(self)
-        found = pool.lookup(name)
-        if not found:
-            raise self._not_found(name)
+        pool, found = self._resolve(name)
         blocks = []
         for mod in found:
             entry = next((b for b in self.config.blacklist if b.modname == mod.name), None)
