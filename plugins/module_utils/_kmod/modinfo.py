@@ -13,12 +13,13 @@ import os
 import stat
 import typing as t
 
+from .config import ModprobeConfig
 from .elf import parse_module
 from .errors import KmodError, ModuleLookupError
 from .file import read_module_bytes
-from .index import load_index
-from .names import alias_normalize, has_module_extension, modname_from_path, modname_normalize
+from .names import has_module_extension, modname_from_path
 from .paths import KmodPaths
+from .resolver import Module, ModuleDB
 from .signature import ModuleSignature, hex_string, read_signature
 
 # Keys a module may repeat; the dict form always gives them as lists.
@@ -169,50 +170,38 @@ def format_modinfo(info: ModInfo) -> str:
 class ModinfoReader:
     """Finds modules in one kernel's tree and reads their modinfo.
 
-    ``lookup`` follows modinfo's argument rules: a path to a module file is read
-    directly, anything else is looked up by name in modules.dep, then modules.builtin.
+    modinfo runs libkmod without any modprobe.d configuration, so names resolve through
+    the indexes alone: a ModuleDB over an empty ModprobeConfig.
     """
 
-    def __init__(self, paths: KmodPaths) -> None:
+    def __init__(self, paths: KmodPaths, db: ModuleDB | None = None) -> None:
         self.paths = paths
+        self.db = db if db is not None else ModuleDB(paths, ModprobeConfig())
         self._builtin_fields: dict[str, tuple[tuple[str, str], ...]] | None = None
 
     def lookup(self, name: str) -> list[ModInfo]:
-        """Every module modinfo would print for this argument; ModuleLookupError if none."""
+        """``modinfo NAME``: a module file by path, else every module the name or alias
+        resolves to; ModuleLookupError if none."""
         if has_module_extension(name) and _is_regular_file(name):
             return [modinfo_from_file(name)]
-        try:
-            key = alias_normalize(name)
-        except ValueError as exc:
-            raise ModuleLookupError(f"Invalid module alias {name!r}: {exc}", name=name) from None
-        return [self._find(name, key)]
+        return [self._read(mod) for mod in self.db.lookup(name)]
 
     def by_name(self, name: str) -> ModInfo:
-        """``modinfo -m NAME``: modules.dep first, then the builtin list."""
-        return self._find(name, modname_normalize(name))
+        """``modinfo -m NAME``: modules.dep, then the builtin indexes, no aliases."""
+        found = self.db.lookup_exact(name)
+        if not found:
+            raise ModuleLookupError(
+                f"Module {name} not found in {self.paths.moddir}", name=name, moddir=self.paths.moddir)
+        return self._read(found[0])
 
-    def _find(self, name: str, key: str) -> ModInfo:
-        path = self.module_path(key)
-        if path is not None:
-            return modinfo_from_file(path, modname_normalize(key))
-        if self.is_builtin(key):
-            return self.builtin(key)
-        raise ModuleLookupError(
-            f"Module {name} not found in {self.paths.moddir}", name=name, moddir=self.paths.moddir)
-
-    def module_path(self, key: str) -> str | None:
-        """The file modules.dep names for a module, made absolute like libkmod does."""
-        index = load_index(self.paths.moddir, "modules.dep")
-        # Module names hold no ':' (libkmod skips the search for such keys).
-        line = None if index is None or ":" in key else index.search(key)
-        if line is None:
-            return None
-        rel = line.partition(":")[0]
-        return rel if rel.startswith("/") else os.path.join(self.paths.moddir, rel)
-
-    def is_builtin(self, modname: str) -> bool:
-        index = load_index(self.paths.moddir, "modules.builtin")
-        return index is not None and index.search(modname) is not None
+    def _read(self, mod: Module) -> ModInfo:
+        if mod.builtin:
+            return self.builtin(mod.name)
+        if mod.path is None:
+            raise ModuleLookupError(
+                f"Module {mod.name} is named by an index but has no file in modules.dep",
+                name=mod.name, moddir=self.paths.moddir)
+        return modinfo_from_file(mod.path, mod.name)
 
     def builtin(self, modname: str) -> ModInfo:
         """A builtin module: only its modules.builtin.modinfo fields (none on old kernels)."""
