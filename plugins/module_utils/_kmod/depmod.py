@@ -309,6 +309,9 @@ class Depmod:
         elif self.system_map:
             for name in _read_system_map(self.system_map, self.warnings):
                 symbols[name] = (None, 0)
+            if not symbols:  # e.g. Debian's placeholder: every kernel symbol would look unresolved
+                raise KmodError(f"System.map {self.system_map} lists no exported (__ksymtab_) symbols",
+                                path=self.system_map)
         else:
             return symbols
         symbols[b"__this_module"] = (None, 0)
