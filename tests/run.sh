@@ -118,7 +118,7 @@ stage_build() {
   dir=$(collection_copy) || return 1
   (cd "$dir" && ansible-galaxy collection build --output-path "$work/dist") || return 1
   tarball=$(ls "$work"/dist/kernel-kmod-*.tar.gz) || return 1
-  if tar -tzf "$tarball" | grep -E '(^|/)(tests/output|__pycache__|\.pytest_cache|benchmarks|\.ci)(/|$)|\.ko(\.xz|\.zst|\.gz)?$'; then
+  if tar -tzf "$tarball" | grep -E '(^|/)(tests/output|__pycache__|\.pytest_cache|\.?benchmarks|\.ansible|\.ci)(/|$)|\.ko(\.xz|\.zst|\.gz)?$'; then
     echo "FAIL: the tarball holds test output, caches or module corpora (above)"
     return 1
   fi
@@ -157,7 +157,8 @@ stage_lint() {
   [[ -d "$dir/roles" ]] && targets+=(roles)
   [[ -d "$dir/examples" ]] && targets+=(examples)
   ((${#targets[@]})) || { echo "no roles or examples"; return 3; }
-  (cd "$dir" && ansible-lint --offline --nocolor "${targets[@]}")
+  # The copy sits in a collections tree: that is how ansible-lint finds kernel.kmod.
+  (cd "$dir" && ANSIBLE_COLLECTIONS_PATH=${dir%/ansible_collections/*} ansible-lint --offline --nocolor "${targets[@]}")
 }
 
 stage_changelog() { (cd "$repo" && antsibull-changelog lint -v); }
