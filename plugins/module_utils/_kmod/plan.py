@@ -204,12 +204,6 @@ class Planner:
             return self.kernel_name_of_file(module.path)
         return name
 
-    def _lookup(self, name: str) -> list[Module]:
-        modules = self.db.lookup(name)
-        if not modules:
-            raise ModuleLookupError(f"Module {name} not found in {self.paths.moddir}", name=name)
-        return modules
-
     # --- planning ----------------------------------------------------------------------
 
     def plan(self, names: t.Sequence[str], state: str = "present", params: str | None = None,
@@ -254,7 +248,7 @@ class Planner:
             if name.startswith("/"):
                 self._plan_insmod(result, params, actions, will_load, is_loaded)
                 continue
-            modules = self._lookup(name)
+            modules = self.db.lookup(name)
             self._describe(result, modules)
             result.show_depends = self.db.show_depends(name, params)
             for module in modules:
@@ -273,6 +267,8 @@ class Planner:
                     actions.append(RunCommand(step.module, step.command, step.options or ""))
                     result.commands.append(step.command)
                 elif step.path is None:
+                    if not step.required:
+                        continue  # modprobe ignores softdeps that fail
                     raise ModuleLookupError(
                         f"Module {step.module} (reached through {name}) has no file in "
                         f"{self.paths.moddir}/modules.dep", name=name)
@@ -388,34 +384,13 @@ class Planner:
         for name in names:
             result = ModuleResult(name)
             results.append(result)
-            if name.startswith("/"):
-                kname = self.kernel_name_of_file(name)
-                found = self.db.lookup_exact(modname_from_path(name))
-                modules = found or []
-                result.module, result.kernel_name, result.resolved = (
-                    modname_from_path(name), kname, [kname])
-            else:
-                modules = self._lookup(name)
-                self._describe(result, modules)
-                result.show_depends = self.db.show_depends(name, None)
-                for module in modules:
-                    if module.builtin:
-                        raise KmodError(f"Module {module.name} is builtin: it is part of the "
-                                        f"kernel image and cannot be removed", name=name)
-                kname = None
-            for module in modules:
-                key = kname or self.kernel_name(module)
-                if key not in self.loaded:
-                    continue
-                if module.remove_command:
+            for key, module in self._removal_targets(result):
+                if module is not None and module.remove_command:
                     actions.append(RunCommand(key, module.remove_command, ""))
                     result.commands.append(module.remove_command)
                     continue
                 targets.setdefault(key, result)
-                closures[key] = self._closure(module)
-            if name.startswith("/") and not modules and kname in self.loaded:
-                targets.setdefault(kname, result)
-                closures[kname] = []
+                closures[key] = self._closure(module) if module is not None else self._uses(key)
         self._check_unused(list(targets), set())
         owners = self._softdep_owners(list(targets) + [m for c in closures.values() for m in c])
         order = self._removal_order(targets, closures, owners)
@@ -432,6 +407,44 @@ class Planner:
                 result.action = "removed"
         before = sorted(m for m, _ in order)
         return results, actions, self._runtime_diff(before, [])
+
+    def _removal_targets(self, result: ModuleResult) -> list[tuple[str, Module | None]]:
+        """(kernel name, module) of each loaded module that a name means for removal."""
+        name = result.name
+        if name.startswith("/"):
+            kname = self.kernel_name_of_file(name)
+            result.module, result.kernel_name, result.resolved = modname_from_path(name), kname, [kname]
+            found = self.db.lookup_exact(result.module)
+            return [(kname, found[0] if found else None)] if kname in self.loaded else []
+        try:
+            modules = self.db.lookup(name)
+        except ModuleLookupError:
+            key = modname_normalize(name)
+            if key not in self.loaded:
+                raise
+            # Loaded, but not from this tree: it can still be removed, like rmmod does.
+            result.module = result.kernel_name = key
+            result.resolved = [key]
+            return [(key, None)]
+        self._describe(result, modules)
+        result.show_depends = self.db.show_depends(name, None)
+        for module in modules:
+            if module.builtin:
+                raise KmodError(f"Module {module.name} is builtin: it is part of the kernel image "
+                                f"and cannot be removed", name=name)
+        return [(k, m) for m in modules if (k := self.kernel_name(m)) in self.loaded]
+
+    def _uses(self, name: str) -> list[str]:
+        """What the kernel says a module uses, transitively (for modules the tree lacks)."""
+        out: list[str] = []
+        pending = [name]
+        while pending:
+            holder = pending.pop(0)
+            for used, lm in self.loaded.items():
+                if holder in lm.holders and used not in out:
+                    out.append(used)
+                    pending.append(used)
+        return out
 
     def _closure(self, module: Module) -> list[str]:
         """Everything loading the module pulls in (deps, softdeps, theirs), dependents first."""

@@ -104,7 +104,7 @@ class FakeKernel(FakeSyscalls):
 
     def inserted(self, path: str, params: str) -> None:
         name = kernel_name(path)
-        self._register(name, self.deps.get(_file_modname(path), []), params)
+        self.register(name, self.deps.get(_file_modname(path), []), params)
 
     def inserted_image(self, image: bytes, params: str) -> None:
         tmp = self.root / ".image.ko"
@@ -113,9 +113,10 @@ class FakeKernel(FakeSyscalls):
             name = kernel_name(str(tmp))
         finally:
             tmp.unlink()
-        self._register(name, self.deps.get(name, []), params)
+        self.register(name, self.deps.get(name, []), params)
 
-    def _register(self, name: str, deps: list[str], params: str) -> None:
+    def register(self, name: str, deps: list[str], params: str = "") -> None:
+        """The kernel side of a successful load (also usable for modules from nowhere)."""
         if name in self.order:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
         if any(d not in self.order for d in deps):

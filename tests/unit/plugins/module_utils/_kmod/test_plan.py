@@ -287,6 +287,22 @@ def test_remove_several_in_any_order(sys61):
     assert sys61.kernel.loaded() == []
 
 
+def test_remove_a_loaded_module_the_tree_does_not_know(sys61):
+    sys61.kernel.load("dummy")
+    sys61.kernel.register("outoftree", ["dummy"])
+    plan = sys61.apply(["outoftree"], state="absent")
+    assert plan.results[0].removed == ["outoftree", "dummy"]
+    with pytest.raises(ModuleLookupError, match="outoftree"):
+        sys61.plan(["outoftree"], state="absent")
+
+
+def test_config_alias_to_a_missing_module(sys61):
+    sys61.conf("alias foo no_such_module\n")
+    assert sys61.modprobe("foo") == []
+    with pytest.raises(ModuleLookupError, match="no_such_module.*no file"):
+        sys61.plan(["foo"])
+
+
 def test_remove_command_runs_instead(sys61):
     sys61.kernel.load("dummy")
     sys61.conf("remove dummy /bin/echo bye\n")
