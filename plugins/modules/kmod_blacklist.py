@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ description:
   - A warning is given when O(path) is not read by libkmod at all (outside the C(modprobe.d)
     directories, or hidden by a file of the same name in an earlier directory such as C(/etc/modprobe.d)).
 author:
-  - kernel.kmod developers
+  - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
   - kernel.kmod.common
   - kernel.kmod.common.attributes
