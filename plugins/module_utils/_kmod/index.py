@@ -74,7 +74,7 @@ class _Trie:
 
     def search_wild(self, key: str) -> list[str]:
         """Every value whose stored fnmatch pattern matches key, in libkmod order."""
-        return [_decode(v) for _, v in self.search_wild_values(key)]
+        return [_decode(item[1]) for item in self.search_wild_values(key)]
 
     def search_wild_values(self, key: str) -> list[tuple[int, bytes]]:
         k = _encode(key)
@@ -126,8 +126,8 @@ class _Trie:
         while stack:
             node, path = stack.pop()
             key = path + node.prefix
-            for _, value in node.values:
-                yield _decode(key), _decode(value)
+            for item in node.values:
+                yield _decode(key), _decode(item[1])
             for ch in range(node.last, node.first - 1, -1):
                 child = self._resolve(node.children[ch - node.first])
                 if child is not None:
@@ -182,13 +182,13 @@ class IndexReader(_Trie):
     def _root(self) -> _Node | None:
         return self._resolve(self._root_word)
 
-    def _resolve(self, word: int) -> _Node | None:
+    def _resolve(self, ref: int) -> _Node | None:
         try:
-            return self._cache[word]
+            return self._cache[ref]
         except KeyError:
             pass
-        node = self._read_node(word)
-        self._cache[word] = node
+        node = self._read_node(ref)
+        self._cache[ref] = node
         return node
 
     def _read_node(self, word: int) -> _Node | None:
@@ -218,7 +218,7 @@ class IndexReader(_Trie):
             if word & _NODE_VALUES:
                 (count,) = _u32.unpack_from(data, off)
                 off += 4
-                for _ in range(count):
+                for dummy in range(count):
                     (prio,) = _u32.unpack_from(data, off)
                     end = data.find(b"\0", off + 4)
                     if end < 0:
@@ -306,7 +306,7 @@ def _text_lines(path: str) -> list[str]:
 def _dep_entries(moddir: str) -> list[tuple[str, str, int]]:
     entries = []
     for line in _text_lines(os.path.join(moddir, "modules.dep")):
-        path, sep, _ = line.partition(":")
+        path, sep = line.partition(":")[:2]
         if sep:
             entries.append((modname_from_path(path), line, len(entries)))
     return entries
@@ -375,7 +375,7 @@ def load_index(moddir: str, name: str) -> Index | None:
             # Priority is the owner's position in modules.dep (depmod's mod->idx).
             order: dict[str, int] = {}
             if os.path.exists(os.path.join(moddir, "modules.dep")):
-                order = {key: prio for key, _, prio in _dep_entries(moddir)}
+                order = {entry[0]: entry[2] for entry in _dep_entries(moddir)}
             entries = _alias_entries(text_path, "alias", order, name == "modules.alias")
     except OSError as e:
         raise IndexFormatError(f"{text_path}: cannot read index: {e.strerror}", path=text_path) from e

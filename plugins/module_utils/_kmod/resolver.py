@@ -447,15 +447,16 @@ class ModuleDB:
 
     def module_names(self) -> list[str]:
         idx = self.index("modules.dep")
-        return [k for k, _ in idx.dump()] if idx is not None else []
+        return list(dict(idx.dump())) if idx is not None else []
 
     def _not_found(self, name: str) -> ModuleLookupError:
         candidates = set(self.module_names())
-        candidates.update(k for k, _ in (self.index("modules.builtin").dump()
-                                         if self.index("modules.builtin") else ()))
+        builtin_idx = self.index("modules.builtin")
+        if builtin_idx is not None:
+            candidates.update(dict(builtin_idx.dump()))
         alias_idx = self.index("modules.alias")
         if alias_idx is not None:
-            candidates.update(k for k, _ in alias_idx.dump() if not _WILDCARD_CHARS & set(k))
+            candidates.update(k for k in dict(alias_idx.dump()) if not _WILDCARD_CHARS & set(k))
         candidates.update(a.pattern for a in self.config.aliases)
         try:
             key = alias_normalize(name)

@@ -26,7 +26,7 @@ _ENV = {k: v for k, v in os.environ.items() if k != "MODPROBE_OPTIONS"}
 
 
 def kmod_version() -> str:
-    return subprocess.run(["modprobe", "-V"], capture_output=True, text=True, env=_ENV).stdout
+    return subprocess.run(["modprobe", "-V"], capture_output=True, text=True, env=_ENV, check=True).stdout
 
 
 def can_fake_kernel() -> bool:
@@ -109,7 +109,7 @@ def _run_jobs() -> None:
 
     def one(argv: list[str]) -> tuple[int, str, str]:
         # bytes, not text=True: universal newlines would turn a config's "\r\n" into "\n"
-        p = subprocess.run(argv, capture_output=True, env=_ENV)
+        p = subprocess.run(argv, capture_output=True, env=_ENV, check=False)
         return p.returncode, p.stdout.decode(errors="surrogateescape"), p.stderr.decode(errors="surrogateescape")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:

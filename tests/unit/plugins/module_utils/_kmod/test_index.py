@@ -63,8 +63,9 @@ def test_missing_index_is_none(tmp_path):
 
 def test_dump_equals_modprobe_c(kernel_tree):
     """`modprobe -c` dumps modules.alias.bin then modules.symbols.bin after its config."""
-    _, [(rc, out, _)] = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release, [["-c"]], [])
-    assert rc == 0
+    dummy, [(rc, out, err)] = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release,
+                                                       [["-c"]], [])
+    assert rc == 0, err
     dumped = out.split("# End of configuration files. Dumping indexes now:\n\n", 1)[1]
     ours = [f"alias {k} {v}" for name in ("modules.alias", "modules.symbols")
             for k, v in ix.load_index(str(kernel_tree.moddir), name).dump()]
@@ -93,12 +94,12 @@ def test_builtin_search(kernel_tree):
 def test_search_wild_equals_modprobe_resolve_alias(kernel_tree):
     """modprobe -R prints the modules.alias.bin matches in libkmod's order (no config)."""
     queries = alias_sample(kernel_tree.moddir, 150, seed=3)
-    _, results = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release,
-                                          [["-R", q] for q in queries], [])
+    dummy, results = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release,
+                                              [["-R", q] for q in queries], [])
     idx = ix.load_index(str(kernel_tree.moddir), "modules.alias")
     dep = ix.load_index(str(kernel_tree.moddir), "modules.dep")
     checked = 0
-    for q, (rc, out, _) in zip(queries, results):
+    for q, (rc, out, dummy) in zip(queries, results):
         if ":" not in q and dep.search(q.replace("-", "_")) is not None:
             continue  # a module name wins over aliases
         assert rc == 0, q
@@ -110,10 +111,10 @@ def test_search_wild_equals_modprobe_resolve_alias(kernel_tree):
 def test_symbols_wild_equals_modprobe_resolve_alias(kernel_tree):
     lines = (kernel_tree.moddir / "modules.symbols").read_text().splitlines()[1:]
     queries = [ln.split()[1] for ln in random.Random(5).sample(lines, 40)]
-    _, results = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release,
-                                          [["-R", q] for q in queries], [])
+    dummy, results = kmod_oracle.run_modprobe(kernel_tree.root, kernel_tree.release,
+                                              [["-R", q] for q in queries], [])
     idx = ix.load_index(str(kernel_tree.moddir), "modules.symbols")
-    for q, (rc, out, _) in zip(queries, results):
+    for q, (rc, out, dummy) in zip(queries, results):
         assert rc == 0 and idx.search_wild(q) == out.split(), q
 
 
@@ -129,7 +130,7 @@ def test_text_fallback_equals_bin(kernel_tree, tmp_path):
     for q in alias_sample(kernel_tree.moddir, 200, seed=9):
         q = ix.alias_normalize(q)
         assert texts["modules.alias"].search_wild_values(q) == bins["modules.alias"].search_wild_values(q)
-    builtin_aliases = [k for k, _ in bins["modules.builtin.alias"].dump()]
+    builtin_aliases = list(dict(bins["modules.builtin.alias"].dump()))
     for q in builtin_aliases:
         assert texts["modules.builtin.alias"].search_wild(q) == bins["modules.builtin.alias"].search_wild(q)
     for line in (kernel_tree.moddir / "modules.symbols").read_text().splitlines()[1:200]:

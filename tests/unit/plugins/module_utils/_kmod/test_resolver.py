@@ -104,7 +104,7 @@ def test_lookup_order_equals_modprobe_resolve_alias(kernel_6_12):
     seen, results = kmod_oracle.run_modprobe(kernel_6_12.root, kernel_6_12.release,
                                              [["-R", q] for q in queries], [Path(d) for d in dirs])
     db = make_db(kernel_6_12, dirs, seen)
-    for q, (rc, out, _) in zip(queries, results):
+    for q, (rc, out, dummy) in zip(queries, results):
         if rc:
             with pytest.raises((ModuleLookupError, InvalidNameError)):
                 db.lookup(q)
@@ -125,7 +125,7 @@ def test_is_loaded_equals_modprobe_dry_run(kernel_6_1):
                                              [["-n", "-v"] + q for q in queries], [Path(d) for d in dirs],
                                              "", live=LIVE)
     db = make_db(kernel_6_1, dirs, seen)
-    for q, (rc, out, _) in zip(queries, results):
+    for q, (rc, out, dummy) in zip(queries, results):
         if rc:
             continue
         steps = db.probe_steps(q[0], options_from_args(q[1:]), LIVE.__contains__)
@@ -137,8 +137,9 @@ def test_is_loaded_equals_modprobe_dry_run(kernel_6_1):
 
 def test_probe_steps_fields(kernel_6_1):
     dirs = fixture_dirs("full")
-    _, [(_, out, _)] = kmod_oracle.run_modprobe(kernel_6_1.root, kernel_6_1.release,
-                                                [["--show-depends", "vfat"]], [Path(d) for d in dirs], "")
+    dummy, [(rc, out, err)] = kmod_oracle.run_modprobe(kernel_6_1.root, kernel_6_1.release,
+                                                       [["--show-depends", "vfat"]], [Path(d) for d in dirs], "")
+    assert rc == 0, err
     db = make_db(kernel_6_1, dirs, "")
     steps = db.probe_steps("vfat")
     assert [s.path for s in steps] == [ln.split()[1] for ln in lines(out)]
@@ -176,9 +177,9 @@ def test_blocked(kernel_6_1):
     e1000e_alias = next(ln.split()[1] for ln in (kernel_6_1.moddir / "modules.alias").read_text().splitlines()
                         if ln.endswith(" e1000e"))
     queries = [concrete(e1000e_alias), "e1000e", "xfs", "vfat", "fs-vfat", "bonding"]
-    _, results = kmod_oracle.run_modprobe(kernel_6_1.root, kernel_6_1.release,
-                                          [["--show-depends", q] for q in queries], [Path(d) for d in dirs], "")
-    shown = dict(zip(queries, (lines(out) for _, out, _ in results)))
+    dummy, results = kmod_oracle.run_modprobe(kernel_6_1.root, kernel_6_1.release,
+                                              [["--show-depends", q] for q in queries], [Path(d) for d in dirs], "")
+    shown = dict(zip(queries, (lines(result[1]) for result in results)))
     assert shown[concrete(e1000e_alias)] == [] and db.is_blocked(concrete(e1000e_alias))
     [block] = db.blocked_by(concrete(e1000e_alias))
     assert (block.reason, block.source.path.endswith("blacklist.conf"), block.source.line) == ("blacklist", True, 1)
