@@ -18,7 +18,8 @@ description:
   - Everything is computed before anything is written. Dependency cycles fail the task and nothing is
     written, like C(depmod). A module file that cannot be read (corrupt, truncated, empty, bad
     compression) gives a warning naming it and is listed without dependencies, like C(depmod) does.
-  - Modules are read in parallel on all CPUs. Parsed modules are remembered in a cache (see O(cache)).
+  - Modules are read in parallel on all CPUs. Parsed modules, and a fingerprint of all inputs, are
+    remembered in a cache (see O(cache)), so that a run where nothing changed reads no module at all.
 author:
   - kernel.kmod developers
 extends_documentation_fragment:
@@ -58,9 +59,13 @@ options:
   cache:
     description:
       - Remember what was read from each module file in O(cache_dir), so that a run where only a few
-        modules changed only reads those.
-      - An entry is only reused when the file's path, size, modification time, change time, inode and
-        device are all the same, so a stale entry is never used.
+        modules changed only reads those, and a run where nothing changed reads none.
+      - A module's entry is only reused when the file's path, size, modification time, change time,
+        inode and device are all the same. A whole run is only skipped when, in addition, the
+        configuration, C(modules.order), C(modules.builtin), C(modules.builtin.modinfo), O(system_map)
+        and O(symvers) have the same content and every index file on disk still has the bytes that
+        were computed. A stale entry is therefore never used.
+      - Check mode uses the cache but never writes it.
     type: bool
     default: true
   cache_dir:
@@ -195,22 +200,26 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
         jobs=params["jobs"] or None,
         cache_file=default_cache_file(paths, params["cache_dir"]) if params["cache"] else None,
     )
-    result = depmod.build()
-    old_dep = read_bytes(os.path.join(paths.moddir, "modules.dep"))
-    changed_files = stale_files(paths.moddir, result.files)
-    if changed_files and not check_mode:
-        write_indexes(paths.moddir, result.files)
-    out: dict[str, t.Any] = {
-        "changed": bool(changed_files),
-        "files_changed": changed_files,
-        "module_count": len(result.modules),
-        "moddir": paths.moddir,
-        "diff": dep_diff(paths.moddir, old_dep, result.files["modules.dep"], changed_files),
-    }
+    out: dict[str, t.Any] = {"moddir": paths.moddir}
+    known = depmod.up_to_date()
+    if known is not None:  # the cache vouches for every input and every file on disk
+        warnings, unresolved = known.warnings, known.unresolved
+        out.update(changed=False, files_changed=[], module_count=known.module_count,
+                   diff={"before": "", "after": ""})
+    else:
+        result = depmod.build()
+        warnings, unresolved = result.warnings, result.unresolved
+        old_dep = read_bytes(os.path.join(paths.moddir, "modules.dep"))
+        changed_files = stale_files(paths.moddir, result.files)
+        if not check_mode:
+            write_indexes(paths.moddir, result.files)
+            depmod.save_cache(result)
+        out.update(changed=bool(changed_files), files_changed=changed_files, module_count=len(result.modules),
+                   diff=dep_diff(paths.moddir, old_dep, result.files["modules.dep"], changed_files))
     if params["check_unresolved"]:
-        out["unresolved"] = result.unresolved
+        out["unresolved"] = unresolved
     out["elapsed"] = round(time.monotonic() - start, 3)
-    return out, result.warnings
+    return out, warnings
 
 
 def main() -> t.NoReturn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import functools
 import hashlib
 import itertools
 import marshal
@@ -48,6 +49,8 @@ _PARALLEL_MIN = 64
 # undefined weak flags, undefined CRCs, [(modinfo key, value)] for alias/softdep).
 # Names are NUL-joined bytes, CRCs native u64 arrays, weak flags one byte each.
 Scan = tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, list[tuple[str, str]]]
+# (size, mtime_ns, ctime_ns, inode, device): a file with the same key has the same content
+StatKey = tuple[int, int, int, int, int]
 
 
 def scan_module(path: str) -> Scan:
@@ -88,9 +91,14 @@ class Module:
     deps: list["Module"] = dataclasses.field(default_factory=list)
     info: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
-    @property
-    def shown_path(self) -> str:
-        return self.relpath if self.relpath is not None else self.path
+    @functools.cached_property
+    def name_bytes(self) -> bytes:
+        return _enc(self.name)
+
+    @functools.cached_property
+    def shown_path(self) -> bytes:
+        """How modules.dep names the file: relative to the module directory if inside it."""
+        return _enc(self.relpath if self.relpath is not None else self.path)
 
     @property
     def uncrelpath(self) -> str | None:
@@ -101,11 +109,21 @@ class Module:
 
 
 @dataclasses.dataclass
+class DepmodSummary:
+    module_count: int
+    warnings: list[str]
+    unresolved: list[dict[str, str]]  # {"module", "path", "symbol"}; only when check_unresolved
+
+
+@dataclasses.dataclass
 class DepmodResult:
     files: dict[str, bytes]  # OUTPUT_FILES -> content
     modules: list[Module]  # array order
     warnings: list[str]
-    unresolved: list[dict[str, str]]  # {"module", "path", "symbol"}; only when check_unresolved
+    unresolved: list[dict[str, str]]
+    fingerprint: str  # of every input (see Depmod._inputs)
+    scans: dict[str, Scan]
+    stat_keys: dict[str, StatKey]
 
 
 class Depmod:
@@ -248,16 +266,9 @@ class Depmod:
 
     # -- reading modules ---------------------------------------------------------------
 
-    def scan(self, mods: list[Module]) -> dict[str, Scan]:
+    def scan(self, mods: list[Module], keys: dict[str, StatKey]) -> dict[str, Scan]:
         """scan_module for every module, in parallel, reusing cached results of unchanged files."""
-        keys: dict[str, tuple[int, int, int, int, int]] = {}
-        for mod in mods:
-            try:
-                st = os.stat(mod.path)
-                keys[mod.path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-            except OSError:
-                pass  # scan_module reports the error
-        cached = self._load_cache()
+        cached = self._cache.get("modules", {})
         results: dict[str, Scan] = {}
         todo = []
         for mod in mods:
@@ -272,11 +283,10 @@ class Depmod:
                 results.update(zip(todo, pool.imap(scan_module, todo, chunksize=16)))
         else:
             results.update((path, scan_module(path)) for path in todo)
-        if todo or len(cached) != len(results):
-            self._save_cache({p: (keys[p], r) for p, r in results.items() if p in keys and r[0] is None})
         return results
 
-    def _load_cache(self) -> dict[str, t.Any]:
+    @functools.cached_property
+    def _cache(self) -> dict[str, t.Any]:
         if not self.cache_file:
             return {}
         try:
@@ -286,17 +296,61 @@ class Depmod:
             return {}
         if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("moddir") != self.dirname:
             return {}
-        return data["modules"]
+        return data
 
-    def _save_cache(self, modules: dict[str, t.Any]) -> None:
+    def save_cache(self, result: DepmodResult) -> None:
+        """Remember the parsed modules and a summary of result for the next run."""
         if not self.cache_file:
             return
-        data = marshal.dumps({"format": CACHE_FORMAT, "moddir": self.dirname, "modules": modules})
+        summary = {
+            "fingerprint": result.fingerprint,
+            "digests": {name: hashlib.sha256(data).hexdigest() for name, data in result.files.items()},
+            "module_count": len(result.modules), "warnings": result.warnings, "unresolved": result.unresolved,
+        }
+        modules = {p: (result.stat_keys[p], r) for p, r in result.scans.items()
+                   if p in result.stat_keys and r[0] is None}
+        data = marshal.dumps({"format": CACHE_FORMAT, "moddir": self.dirname, "modules": modules,
+                              "summary": summary})
         try:
             os.makedirs(os.path.dirname(self.cache_file), mode=0o700, exist_ok=True)
             atomic.write_if_changed(self.cache_file, data, 0o600)
         except (OSError, KmodError) as exc:  # a cache that cannot be written only costs time
             self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
+
+    def up_to_date(self) -> DepmodSummary | None:
+        """The cached summary, if every input is as it was when it was made and every
+        output file still has the bytes that run computed; None means build()."""
+        summary = self._cache.get("summary")
+        if not summary or summary["fingerprint"] != self._inputs[3]:
+            return None
+        for name, digest in summary["digests"].items():
+            data = atomic.read_bytes(os.path.join(self.dirname, name))
+            if data is None or hashlib.sha256(data).hexdigest() != digest:
+                return None
+        return DepmodSummary(summary["module_count"], summary["warnings"], summary["unresolved"])
+
+    @functools.cached_property
+    def _inputs(self) -> tuple[DepmodConfig, dict[str, Module], dict[str, StatKey], str]:
+        """Configuration, the modules found, their stat keys, and a fingerprint of
+        everything depmod's output depends on."""
+        cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
+        self.warnings.extend(cfg.warnings)
+        by_name = self.find_modules(cfg)
+        keys: dict[str, StatKey] = {}
+        for mod in by_name.values():
+            try:
+                st = os.stat(mod.path)
+            except OSError:
+                continue  # scan_module reports the error
+            keys[mod.path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        aux = [os.path.join(self.dirname, n) for n in ("modules.order", "modules.builtin", "modules.builtin.modinfo")]
+        aux += [p for p in (self.symvers, self.system_map) if p]
+        digest = hashlib.sha256(marshal.dumps((
+            CACHE_FORMAT, self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
+            self.symvers, self.system_map, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
+            [(p, atomic.read_bytes(p)) for p in aux], list(self.warnings),
+        )))
+        return cfg, by_name, keys, digest.hexdigest()
 
     # -- symbols and dependencies ------------------------------------------------------
 
@@ -376,11 +430,11 @@ class Depmod:
 
     def build(self) -> DepmodResult:
         """Compute every output file; raises KmodError (e.g. DependencyCycleError) instead."""
-        cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
-        self.warnings.extend(cfg.warnings)
-        mods = self.order(self.find_modules(cfg))
+        _, by_name, keys, fingerprint = self._inputs
+        mods = self.order(by_name)
         symbols = self.kernel_symbols()
-        unresolved = self.link(mods, self.scan(mods), symbols)
+        scans = self.scan(mods, keys)
+        unresolved = self.link(mods, scans, symbols)
         self.sort_dependencies(mods)
         files = {
             "modules.dep": b"",  # filled below with modules.dep.bin, from the same lines
@@ -395,7 +449,7 @@ class Depmod:
         files["modules.dep"], files["modules.dep.bin"] = _deps(mods)
         files["modules.alias"], files["modules.alias.bin"] = _aliases(mods, self.warnings)
         files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols)
-        return DepmodResult(files, mods, self.warnings, unresolved)
+        return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys)
 
 
 def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmod") -> str:
@@ -417,7 +471,7 @@ def write_indexes(moddir: str, files: dict[str, bytes]) -> list[str]:
 # -- output builders (depmod_output's callbacks) --------------------------------------
 
 def _enc(text: str) -> bytes:
-    return os.fsencode(text)
+    return text.encode("utf-8", "surrogateescape")  # os.fsencode, minus its overhead
 
 
 def _closure(mod: Module, memo: dict[int, frozenset[Module]]) -> frozenset[Module]:
@@ -437,9 +491,9 @@ def _deps(mods: list[Module]) -> tuple[bytes, bytes]:
     memo: dict[int, frozenset[Module]] = {}
     for mod in mods:
         deps = sorted(_closure(mod, memo), key=lambda d: d.dep_sort_idx)
-        line = _enc(mod.shown_path) + b":" + b"".join(b" " + _enc(d.shown_path) for d in deps)
+        line = mod.shown_path + b":" + b"".join(b" " + d.shown_path for d in deps)
         text.append(line + b"\n")
-        index.insert(_enc(mod.name), line, mod.idx)
+        index.insert(mod.name_bytes, line, mod.idx)
     return b"".join(text), index.to_bytes()
 
 
@@ -447,7 +501,7 @@ def _aliases(mods: list[Module], warnings: list[str]) -> tuple[bytes, bytes]:
     text = [b"# Aliases extracted from modules themselves.\n"]
     index = IndexBuilder()
     for mod in mods:
-        name = _enc(mod.name)
+        name = mod.name_bytes
         for key, value in mod.info:
             if key != "alias":
                 continue
@@ -464,7 +518,7 @@ def _aliases(mods: list[Module], warnings: list[str]) -> tuple[bytes, bytes]:
 def _softdeps(mods: list[Module]) -> bytes:
     text = [b"# Soft dependencies extracted from modules themselves.\n"]
     for mod in mods:
-        text.extend(b"softdep " + _enc(mod.name) + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "softdep")
+        text.extend(b"softdep " + mod.name_bytes + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "softdep")
     return b"".join(text)
 
 
@@ -475,9 +529,8 @@ def _symbols(symbols: dict[bytes, tuple[Module | None, int]]) -> tuple[bytes, by
         owner = symbols[key][0]
         if owner is None:
             continue
-        name = _enc(owner.name)
-        text.append(b"alias symbol:" + key + b" " + name + b"\n")
-        index.insert(b"symbol:" + key, name, owner.idx)
+        text.append(b"alias symbol:" + key + b" " + owner.name_bytes + b"\n")
+        index.insert(b"symbol:" + key, owner.name_bytes, owner.idx)
     return b"".join(text), index.to_bytes()
 
 
@@ -587,7 +640,7 @@ def _devnames(mods: list[Module], warnings: list[str]) -> bytes:
             continue
         if not text:
             text.append(b"# Device nodes to trigger on-demand module loading.\n")
-        text.append(_enc(mod.name) + b" " + devname + b" " + node + b"\n")
+        text.append(mod.name_bytes + b" " + devname + b" " + node + b"\n")
     return b"".join(text)
 
 

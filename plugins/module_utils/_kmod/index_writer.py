@@ -24,6 +24,13 @@ NODE_CHILDS = 0x20000000
 _u32 = struct.Struct(">I")
 
 
+def _common_prefix_len(a: bytes, b: bytes) -> int:
+    """Length of the common prefix, by comparing the strings as big integers (C speed)."""
+    n = min(len(a), len(b))
+    diff = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n - (diff.bit_length() + 7) // 8
+
+
 class IndexBuilder:
     """Collects (key, value, priority) like depmod's index_insert, then serialises."""
 
@@ -37,7 +44,7 @@ class IndexBuilder:
         Values sort by ascending priority; a new value goes before existing values of
         equal priority (index_add_value). Duplicates are kept, as depmod keeps them.
         """
-        if max(key, default=0) >= 0x80 or max(value, default=0) >= 0x80:
+        if not (key.isascii() and value.isascii()):
             raise IndexFormatError(
                 f"index key {key!r} or value {value!r}: only 7-bit ASCII is supported")
         entry = self._entries.get(key)
@@ -73,11 +80,7 @@ class IndexBuilder:
             end = depth
         else:
             # the node's prefix: what all its keys share (sorted, so first and last suffice)
-            last_key = keys[hi - 1]
-            limit = min(len(first_key), len(last_key))
-            end = depth
-            while end < limit and first_key[end] == last_key[end]:
-                end += 1
+            end = depth + _common_prefix_len(first_key[depth:], keys[hi - 1][depth:])
         prefix = first_key[depth:end]
         values = None
         if lo < hi and len(first_key) == end:  # a key ending here sorts first
@@ -97,13 +100,15 @@ class IndexBuilder:
         if children:
             first, last = min(children), max(children)
             out += bytes((first, last))
-            out += b"".join(_u32.pack(children.get(c, 0)) for c in range(first, last + 1))
+            if len(children) == last - first + 1:
+                out += struct.pack(f">{len(children)}I", *children.values())  # filled in ascending order
+            else:
+                out += struct.pack(f">{last - first + 1}I", *(children.get(c, 0) for c in range(first, last + 1)))
             word |= NODE_CHILDS
         if values is not None:
             prios, vals = values
             out += _u32.pack(len(vals))
             for prio, val in zip(prios, vals):
-                out += _u32.pack(prio)
-                out += val + b"\0"
+                out += _u32.pack(prio) + val + b"\0"
             word |= NODE_VALUES
         return word

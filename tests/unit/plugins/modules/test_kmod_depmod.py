@@ -195,8 +195,11 @@ def test_bad_input(capsys, tree, args, message):
 
 
 def test_cache_warm_run(capsys, tree, tmp_path):
+    res = run_module(capsys, tree, check=True, cache=True, cache_dir=str(tmp_path / "cache"))
+    assert res["changed"] and not (tmp_path / "cache").exists()  # check mode writes no cache either
     res = run_module(capsys, tree, cache=True, cache_dir=str(tmp_path / "cache"))
     assert res["changed"] and len(list((tmp_path / "cache").iterdir())) == 1
     before = stamps(tree)
-    res = run_module(capsys, tree, cache=True, cache_dir=str(tmp_path / "cache"))
-    assert not res["changed"] and stamps(tree) == before
+    for check in (True, False):
+        res = run_module(capsys, tree, check=check, cache=True, cache_dir=str(tmp_path / "cache"))
+        assert not res["changed"] and stamps(tree) == before

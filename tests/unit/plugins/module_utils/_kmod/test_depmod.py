@@ -18,7 +18,7 @@ from depmod_trees import (  # noqa: E402
     real_depmod, small_tree)
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (  # noqa: E402
-    OUTPUT_FILES, Depmod, default_cache_file, stale_files)
+    OUTPUT_FILES, Depmod, default_cache_file, stale_files, write_indexes)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import DependencyCycleError  # noqa: E402
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths  # noqa: E402
 
@@ -265,30 +265,43 @@ def test_symvers_and_crc_mismatch(tree, tmp_path):
 def test_cache_is_used_and_never_stale(tmp_path, monkeypatch):
     """Hard links would share inodes (and ctimes) with the cached kernel trees, which other
     tests touch; this tree has its own files."""
-    tree = small_tree(tmp_path / "root", copy=True)
     from ansible_collections.kernel.kmod.plugins.module_utils._kmod import depmod as depmod_mod
+    tree = small_tree(tmp_path / "root", copy=True)
     paths = KmodPaths(str(tree.root), tree.release)
     cache = default_cache_file(paths, str(tmp_path / "cache"))
-    first = Depmod(paths, config_paths=[], cache_file=cache).build()
+
+    def run():
+        depmod = Depmod(paths, config_paths=[], cache_file=cache, jobs=1)
+        known = depmod.up_to_date()
+        if known is not None:
+            return known
+        result = depmod.build()
+        write_indexes(str(tree.moddir), result.files)
+        depmod.save_cache(result)
+        return result
+
+    first = run()
     assert os.path.exists(cache)
     calls = []
     real_scan = depmod_mod.scan_module
     monkeypatch.setattr(depmod_mod, "scan_module", lambda p: calls.append(p) or real_scan(p))
-    second = Depmod(paths, config_paths=[], cache_file=cache, jobs=1).build()
-    assert calls == [] and second.files == first.files
+    assert run().module_count == len(first.modules) and calls == []  # nothing to read at all
+    (tree.moddir / "modules.alias").write_text("tampered")  # an index changed: rebuilt from cached modules
+    assert run().files == first.files and calls == []
+    order = tree.moddir / "modules.order"  # an input changed: same
+    order.write_text("".join(reversed(order.read_text().splitlines(keepends=True))))
+    assert run().files["modules.dep"] != first.files["modules.dep"] and calls == []
     # same size, same mtime, different content: ctime/inode still tell the change
     vfat = tree.moddir / VFAT
     st = vfat.stat()
-    make_module(tmp_path / "other.ko", exports=("x",))
-    data = (tmp_path / "other.ko").read_bytes()
+    data = make_module(tmp_path / "other.ko", exports=("x",)).read_bytes()
     vfat.unlink()
     vfat.write_bytes(data.ljust(st.st_size, b"\0")[: st.st_size])
     os.utime(vfat, ns=(st.st_atime_ns, st.st_mtime_ns))
-    third = Depmod(paths, config_paths=[], cache_file=cache, jobs=1).build()
+    last = run()
     assert calls == [str(vfat)]
-    assert third.files["modules.dep"] != first.files["modules.dep"]
     assert real_depmod(tree).returncode == 0
-    assert_same_as_depmod(tree, third)
+    assert_same_as_depmod(tree, last)
 
 
 def test_stale_files(tree):

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kernel.kmod.kmod_depmod next to kmod's depmod, each as an Ansible task on localhost.
+
+For each cached Debian kernel (6.1: plain .ko, 6.12: .ko.xz) this makes two fresh scratch
+copies without indexes, then runs in one playbook: ``depmod -b ROOT REL`` through
+ansible.builtin.command on one copy, kmod_depmod on the other (cold: empty cache), and
+kmod_depmod again (warm: nothing changed). Each task is timed between ``date`` stamps
+taken by the tasks around it, so both sides carry the same Ansible overhead. Prints the
+times and the ratios kmod_depmod / depmod (target: <= 1.0 for .ko.xz, <= 2.0 for .ko).
+
+Usage: python3 benchmarks/bench_depmod.py [6.1] [6.12]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+import conftest  # noqa: E402,F401  (links the repository into the test collections path)
+from kernels import CACHE, KernelTree, pristine_root, scratch_root  # noqa: E402
+
+INDEXES = ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
+           "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
+           "modules.devname")
+
+
+def stamp(name: str) -> dict:
+    return {"name": name, "ansible.builtin.command": "date +%s.%N", "register": name, "changed_when": False}
+
+
+def playbook(depmod_tree, ours_tree, cache_dir: str, results: Path) -> list:
+    ours = {"root": str(ours_tree.root), "kernel_release": ours_tree.release, "cache_dir": cache_dir}
+    return [{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [
+            stamp("t0"),
+            {"name": "depmod", "ansible.builtin.command": f"depmod -b {depmod_tree.root} {depmod_tree.release}"},
+            stamp("t1"),
+            {"name": "cold", "kernel.kmod.kmod_depmod": ours, "register": "cold"},
+            stamp("t2"),
+            {"name": "warm", "kernel.kmod.kmod_depmod": ours, "register": "warm"},
+            stamp("t3"),
+            {"name": "save", "ansible.builtin.copy": {
+                "dest": str(results),
+                "content": "{{ {'t0': t0, 't1': t1, 't2': t2, 't3': t3, 'cold': cold, 'warm': warm} | to_json }}"}},
+        ],
+    }]
+
+
+def run(key: str, work: Path) -> dict:
+    pristine = pristine_root(key)
+    trees = [scratch_root(key, work / f"{key}-depmod")]
+    # kmod_depmod's cache key includes the files' ctime, which changes whenever anyone
+    # hard-links the cached tree again (scratch_root does): give it private copies.
+    subprocess.run(["cp", "-a", str(pristine.root), str(work / f"{key}-ours")], check=True)
+    trees.append(KernelTree(key, work / f"{key}-ours", pristine.release))
+    for tree in trees:
+        for name in INDEXES:
+            (tree.moddir / name).unlink()
+    book = work / f"bench-{key}.yml"
+    out = work / f"results-{key}.json"
+    book.write_text(json.dumps(playbook(*trees, str(work / "cache"), out)))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(CACHE / "collections"),
+               ANSIBLE_LOCALHOST_WARNING="false",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(book)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"playbook failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    results = json.loads(out.read_text())
+    t = [float(results[f"t{i}"]["stdout"]) for i in range(4)]
+    same = all((trees[0].moddir / n).read_bytes() == (trees[1].moddir / n).read_bytes() for n in INDEXES)
+    return {
+        "key": key, "modules": results["cold"]["module_count"], "identical": same,
+        "depmod": t[1] - t[0], "cold": t[2] - t[1], "warm": t[3] - t[2],
+        "cold_elapsed": results["cold"]["elapsed"], "warm_elapsed": results["warm"]["elapsed"],
+        "warm_changed": results["warm"]["changed"], "pristine": str(pristine.root),
+    }
+
+
+def main(keys: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-depmod-") as tmp:
+        for key in keys:
+            r = run(key, Path(tmp))
+            print(f"{key}: {r['modules']} modules, output identical to depmod: {r['identical']}")
+            print(f"  depmod task           {r['depmod']:7.2f} s")
+            print(f"  kmod_depmod cold task {r['cold']:7.2f} s  (module's own time {r['cold_elapsed']:.2f} s)"
+                  f"  ratio {r['cold'] / r['depmod']:.2f}")
+            print(f"  kmod_depmod warm task {r['warm']:7.2f} s  (module's own time {r['warm_elapsed']:.2f} s)"
+                  f"  ratio {r['warm'] / r['depmod']:.2f}  changed={r['warm_changed']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["6.1", "6.12"])
