@@ -20,7 +20,8 @@ from qemu import VM  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "vm: boots a real kernel in qemu (slow; deselect with -m 'not vm')")
+    config.addinivalue_line(
+        "markers", "vm: boots a real kernel in qemu (slow; deselect with -m 'not vm')")
 
 
 def _boot(key: str) -> t.Iterator[VM]:

@@ -135,7 +135,13 @@ def _mirror() -> str:
 
 
 def _pip_pins() -> list[str]:
-    return [f"{name}=={importlib.metadata.version(name)}" for name in PIP_PACKAGES]
+    pins = []
+    for name in PIP_PACKAGES:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:  # not on the controller: take the newest
+            pins.append(name)
+    return pins
 
 
 @contextlib.contextmanager
@@ -148,7 +154,8 @@ def _locked() -> t.Iterator[None]:
 
 def _run(cmd: list[str], **kwargs: t.Any) -> None:
     """Run a build step; on failure raise with its output (no stdin: CI has none)."""
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kwargs)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          check=False, **kwargs)
     if proc.returncode != 0:
         raise RuntimeError(f"VM image build step failed ({proc.returncode}): {' '.join(cmd)}\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -159,7 +166,8 @@ def _discard(tree: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for mount in sorted(mounts, reverse=True):
         if mount.startswith(f"{tree}/"):
-            subprocess.run(["umount", "-l", mount], stdin=subprocess.DEVNULL, capture_output=True)
+            subprocess.run(["umount", "-l", mount], stdin=subprocess.DEVNULL, capture_output=True,
+                           check=False)
     shutil.rmtree(tree, ignore_errors=True)
 
 
@@ -195,7 +203,7 @@ def _base_tree() -> Path:
 
 
 def _initrd_modules(tree: KernelTree) -> list[Path]:
-    """The module files INITRD_MODULES need, dependencies first, each once (as modprobe orders them)."""
+    """The module files INITRD_MODULES need, dependencies first, each once (modprobe's order)."""
     proc = subprocess.run(["modprobe", "-d", str(tree.root), "-S", tree.release, "-a",
                            "--show-depends", *INITRD_MODULES],
                           capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)

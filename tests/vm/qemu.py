@@ -15,6 +15,7 @@ guest through a loopback port forward; the guest cannot reach out (restrict=on).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
@@ -32,7 +33,8 @@ import yaml
 
 from images import VM_CACHE, VMImage, image
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 # Under TCG on a shared 2-core machine a boot can take minutes when others are busy.
 BOOT_TIMEOUT = float(os.environ.get("KMOD_VM_BOOT_TIMEOUT", "420"))
 RUN_DIR = VM_CACHE / "run"
@@ -44,6 +46,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the qemu child before exec: SIGKILL when the parent exits (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def collections_path() -> str:
@@ -146,12 +153,13 @@ def ansible_playbook(vms: t.Sequence[VM], playbook: str | Path | list, *,
                "-e", f"@{tmp / 'extra_vars.json'}", *(["--check"] if check else []),
                *(["--diff"] if diff else []), *args, str(book)]
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="kmod_vm_json",
-                   ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).resolve().parent / "callback_plugins"),
-                   ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_HOST_KEY_CHECKING="False",
-                   ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False",
+                   ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
+                   ANSIBLE_COLLECTIONS_PATH=collections_path(),
+                   ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="True",
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False",
                    ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"))
         # cwd: the temp dir, so that no stray ansible.cfg changes the run.
-        proc = subprocess.run(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, check=False,
                               capture_output=True, text=True, timeout=timeout)
         return _parse(proc.returncode, proc.stdout, proc.stderr)
 
@@ -170,6 +178,7 @@ class VM:
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
         # Named VMs (the CLI) keep their state in the cache so another process can stop them.
+        self.named = name is not None
         self.rundir = RUN_DIR / self.name if name else Path(tempfile.mkdtemp(prefix="kmod-vm-"))
 
     # --- lifecycle -------------------------------------------------------------------
@@ -207,9 +216,11 @@ class VM:
             self.console_log.unlink(missing_ok=True)
             with open(self.rundir / "qemu.log", "w") as log:
                 # Own session: a CLI-started VM outlives the CLI; stop() kills it by pid.
+                # A test session's VM dies with its process, even if that is killed.
                 self._proc = subprocess.Popen(self._qemu_cmd(), stdin=subprocess.DEVNULL,
                                               stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True)
+                                              start_new_session=True,
+                                              preexec_fn=None if self.named else _die_with_parent)
             self.pid = self._proc.pid
             self._save_state()
             time.sleep(1)
@@ -328,7 +339,7 @@ class VM:
                 "-o", "ControlPersist=60"]
 
     def ssh_command(self, command: str | t.Sequence[str]) -> list[str]:
-        """An ssh argv running `command` (a shell string, or an argv quoted for the guest's shell)."""
+        """An ssh argv running `command`: a shell line, or an argv (quoted for the guest)."""
         remote = command if isinstance(command, str) else shlex.join(command)
         return ["ssh", "-i", str(self.image.ssh_key), "-p", str(self.port), *self.ssh_options(),
                 *self._control(), "root@127.0.0.1", remote]
@@ -336,7 +347,7 @@ class VM:
     def _close_master(self) -> None:
         if (self.rundir / "ssh").exists():
             subprocess.run(["ssh", *self._control(), "-O", "exit", "root@127.0.0.1"],
-                           stdin=subprocess.DEVNULL, capture_output=True)
+                           stdin=subprocess.DEVNULL, capture_output=True, check=False)
 
     def run(self, command: str | t.Sequence[str], *, check: bool = False,
             input: str | bytes | None = None, timeout: float = 600,
@@ -345,7 +356,7 @@ class VM:
         if isinstance(input, str) and not text:
             input = input.encode()
         proc = subprocess.run(self.ssh_command(command), input=input, capture_output=True,
-                              text=text, timeout=timeout,
+                              check=False, text=text, timeout=timeout,
                               stdin=subprocess.DEVNULL if input is None else None)
         if check and proc.returncode != 0:
             raise RuntimeError(f"in VM {self.name}: {command!r} exited {proc.returncode}\n"

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Command line for the test VMs (molecule's create/destroy playbooks, manual debugging).
 
@@ -47,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("command", nargs="+")
     sub.add_parser("inventory").add_argument("names", nargs="*")
     args = parser.parse_args(argv)
-    if args.cmd in ("stop", "reboot", "run") and not (RUN_DIR / args.name / "state.json").exists():
+    known = args.cmd in ("stop", "reboot", "run") and (RUN_DIR / args.name / "state.json").exists()
+    if args.cmd == "stop" and not known:
+        return 0  # already gone: destroy stays idempotent
+    if args.cmd in ("reboot", "run") and not known:
         parser.error(f"no VM named {args.name} was started with vmctl.py")
 
     if args.cmd == "build":
