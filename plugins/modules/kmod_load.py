@@ -46,6 +46,7 @@ options:
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
+        Parameters the module does not show there are listed in RV(modules[].params_unverified).
       - Needs exactly one O(name).
     type: raw
   reload:
@@ -152,9 +153,16 @@ modules:
       elements: str
       sample: ["/sbin/modprobe --ignore-install foo"]
     params_mismatch:
-      description: Requested parameters the loaded module shows with another value (null if unreadable).
+      description: Requested parameters that the already loaded module shows with another value.
       type: dict
-      sample: {numdummies: {requested: "2", loaded: "1"}}
+      sample: {max_part: {requested: "8", loaded: "16"}}
+    params_unverified:
+      description:
+        - Requested parameters of an already loaded module that C(/sys/module/NAME/parameters) does not
+          show (the module made them unreadable), so they cannot be compared and O(reload) ignores them.
+      type: list
+      elements: str
+      sample: [numdummies]
     files:
       description: Files written or removed because of O(persistent).
       type: list
@@ -214,6 +222,9 @@ def main() -> t.NoReturn:
         if r.params_mismatch and not p["reload"]:
             module.warn(f"Module {r.kernel_name} is loaded with other parameters than requested: "
                         f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
+        if r.params_unverified:
+            module.warn(f"Module {r.kernel_name} is loaded; its parameters "
+                        f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")
     result: dict[str, t.Any] = {"changed": plan.changed,
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:

@@ -89,7 +89,8 @@ class ModuleResult:
     inserted: list[str] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     commands: list[str] = dataclasses.field(default_factory=list)
-    params_mismatch: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+    params_mismatch: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    params_unverified: list[str] = dataclasses.field(default_factory=list)
     files: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, t.Any]:
@@ -322,7 +323,10 @@ class Planner:
         loaded = self.kstate.parameters(kname)
         for key, value in _split_params(params).items():
             got = loaded.get(key.replace("-", "_"))
-            if got is None or not _same_value(value, got):
+            if got is None:
+                # Parameters with permission 0 are not in sysfs: nothing to compare.
+                result.params_unverified.append(key)
+            elif not _same_value(value, got):
                 result.params_mismatch[key] = {"requested": value, "loaded": got}
 
     def _touched(self, results: list[ModuleResult]) -> set[str]:

@@ -85,6 +85,8 @@ class FakeKernel(FakeSyscalls):
                 self.deps[name] = [_file_modname(d) for d in deps.split()]
                 self.paths[name] = str(self.moddir / path)
         self.order: list[str] = []
+        # Parameters declared with permission 0: the kernel shows them nowhere in sysfs.
+        self.hidden_params: set[str] = set()
         self.sysmod = self.root / "sys/module"
         self.sysmod.mkdir(parents=True, exist_ok=True)
         (self.root / "proc").mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,8 @@ class FakeKernel(FakeSyscalls):
         (mod / "refcnt").write_text("0\n")
         for word in params.split():
             key, _, value = word.partition("=")
-            (mod / "parameters" / key).write_text(value.strip('"') + "\n")
+            if key not in self.hidden_params:
+                (mod / "parameters" / key).write_text(value.strip('"') + "\n")
         for dep in deps:
             (self.sysmod / dep / "holders" / name).symlink_to(mod)
             self._add_refcnt(dep, 1)

@@ -146,6 +146,14 @@ def test_params_and_reload(sys61):
     assert not sys61.plan(["dummy"], params="numdummies=3", reload=True).changed
 
 
+def test_unreadable_params_are_not_reloaded(sys61):
+    sys61.kernel.hidden_params.add("numdummies")
+    sys61.apply(["dummy"], params="numdummies=2")
+    plan = sys61.plan(["dummy"], params="numdummies=3", reload=True)
+    assert not plan.changed
+    assert plan.results[0].params_unverified == ["numdummies"] and plan.results[0].params_mismatch == {}
+
+
 def test_config_options_are_merged_like_modprobe(sys61):
     sys61.conf("options dummy numdummies=4\n")
     plan = sys61.plan(["dummy"], params="foo=1")
