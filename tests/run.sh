@@ -122,7 +122,7 @@ stage_build() {
     echo "FAIL: the tarball holds test output, caches or module corpora (above)"
     return 1
   fi
-  ansible-galaxy collection install -p "$installed" "$tarball" || return 1
+  ansible-galaxy collection install --force -p "$installed" "$tarball" || return 1
   export ANSIBLE_COLLECTIONS_PATH=$installed ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
   ansible-galaxy collection list kernel.kmod | grep -F "$installed" || return 1
   for module in "$installed"/ansible_collections/kernel/kmod/plugins/modules/*.py; do
