@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ description:
     reports RV(ansible_facts.kmod.modules_supported=false) and gathers the rest; it never fails for that.
   - Everything is read below O(root), so it also describes a mounted image or a chroot.
 author:
-  - kernel.kmod developers
+  - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
   - kernel.kmod.common
   - kernel.kmod.common.facts

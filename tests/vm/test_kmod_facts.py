@@ -56,7 +56,7 @@ def test_facts_match_proc_sys_lsmod(vm: VM) -> None:
     assert [kmod["loaded"][line.split()[0]]["filename"] for line in proc] == filenames
     expected_params: dict[str, dict[str, str]] = {}
     for line in params:
-        path, _, value = line.partition("\t")
+        path, _sep, value = line.partition("\t")
         module, param = path.split("/")[3], path.split("/")[5]
         expected_params.setdefault(module, {})[param] = value
     for name, entry in kmod["loaded"].items():

@@ -162,7 +162,7 @@ class FactsGatherer:
     def builtin(self) -> list[str]:
         """modules.builtin and /sys/module entries without initstate, sorted."""
         index = self.db.index("modules.builtin")
-        names = {key for key, _ in index.dump()} if index is not None else set()
+        names = {key for key, _value in index.dump()} if index is not None else set()
         names.update(self.kstate.sysfs_builtin())
         return sorted(names)
 
@@ -224,7 +224,7 @@ class FactsGatherer:
             line = line.strip()
             if not line or line[0] in "#;":
                 continue
-            name, _, args = line.partition(" ") if with_args else (line, "", "")
+            name, _sep, args = line.partition(" ") if with_args else (line, "", "")
             entry = {"module": name, "file": path, "line": lineno}
             if with_args:
                 entry["args"] = args.strip()

@@ -89,7 +89,7 @@ def merge_params(fields: t.Iterable[tuple[str, str]]) -> list[Param]:
     for key, value in fields:
         if key not in PARAM_KEYS or ":" not in value:
             continue
-        name, _, text = value.partition(":")
+        name, _sep, text = value.partition(":")
         slot = merged.setdefault(name, [None, None])
         slot[0 if key == "parm" else 1] = text
     return [Param(name, desc, typ) for name, (desc, typ) in reversed(merged.items())]
@@ -108,7 +108,7 @@ def signature_fields(sig: ModuleSignature) -> list[tuple[str, str]]:
 
 def modinfo_from_file(path: str, name: str | None = None) -> ModInfo:
     """ModInfo of a module file (plain or compressed); KmodError naming the file if unusable."""
-    data, _ = read_module_bytes(path)
+    data = read_module_bytes(path)[0]
     fields = list(parse_module(data, path).modinfo)
     sig = read_signature(data)
     if sig is not None:
@@ -140,7 +140,7 @@ def builtin_modinfo(moddir: str) -> dict[str, tuple[tuple[str, str], ...]]:
             if current is not None:
                 result[current] = []
         if current is not None:
-            key, _, value = rest.partition("=")
+            key, _sep, value = rest.partition("=")
             result[current].append((key, value))
     return {name: tuple(fields) for name, fields in result.items()}
 
