@@ -155,10 +155,6 @@ class KernelState:
         text = self._read(path)
         return {} if text is None else parse_proc_modules(text, path)
 
-    def is_loaded(self, name: str) -> bool:
-        """A live or in-transition module has a /sys/module dir with initstate."""
-        return self.initstate(name) in ("live", "coming", "going")
-
     def initstate(self, name: str, builtin: bool = False) -> str | None:
         """kmod's kmod_module_get_initstate: 'live', 'coming', 'going', 'builtin' or None.
 
@@ -188,11 +184,6 @@ class KernelState:
     def holders(self, name: str) -> list[str]:
         """Modules using NAME (/sys/module/NAME/holders), sorted."""
         return sorted(self._listdir(os.path.join(self._module_dir(name), "holders")))
-
-    def module_taint(self, name: str) -> str:
-        """/sys/module/NAME/taint letters, '' if none or not loaded."""
-        text = self._read(os.path.join(self._module_dir(name), "taint"))
-        return (text or "").strip()
 
     def parameters(self, name: str) -> dict[str, str]:
         """Readable files under /sys/module/NAME/parameters, value without the newline.

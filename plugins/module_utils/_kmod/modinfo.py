@@ -58,9 +58,6 @@ class ModInfo:
         """Merged parameters in modinfo's print order: reverse order of first appearance."""
         return merge_params(self.fields)
 
-    def values(self, key: str) -> list[str]:
-        return [v for k, v in self.fields if k == key]
-
     def as_dict(self) -> dict[str, t.Any]:
         """Facts form: each key once (a list when repeated or in LIST_KEYS), ``parm`` by name."""
         out: dict[str, t.Any] = {"filename": self.filename or "(builtin)", "builtin": self.builtin}
@@ -71,7 +68,7 @@ class ModInfo:
                 continue
             if key in LIST_KEYS:
                 out.setdefault(key, []).append(value)
-            elif key in out and key != "name":
+            elif key in out:
                 previous = out[key]
                 out[key] = (previous if isinstance(previous, list) else [previous]) + [value]
             else:

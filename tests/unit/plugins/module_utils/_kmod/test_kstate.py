@@ -57,11 +57,9 @@ def state(tmp_path: Path) -> KernelState:
         "sys/module/nf_nat/holders/xt_nat/": "/",
         "sys/module/nf_nat/holders/nft_chain_nat/": "/",
         "sys/module/nf_nat/holders/xt_MASQUERADE/": "/",
-        "sys/module/nf_nat/taint": "\n",
         "sys/module/dummy/initstate": "coming\n",
         "sys/module/dummy/parameters/numdummies": "1\n",
         "sys/module/i2c_dev/initstate": "going\n",
-        "sys/module/i2c_dev/taint": "OE\n",
         "sys/module/vboxdrv/": "/",
         "sys/module/kvm/initstate": "bogus\n",
         "sys/module/8250/parameters/nr_uarts": "4\n",
@@ -138,10 +136,8 @@ def test_sysfs_attributes(state: KernelState) -> None:
     assert state.coresize("nf_nat") == 61440
     assert state.holders("nf_nat") == ["nft_chain_nat", "xt_MASQUERADE", "xt_nat"]
     assert state.holders("absent") == []
-    assert state.module_taint("i2c_dev") == "OE" and state.module_taint("nf_nat") == ""
     assert state.parameters("8250") == {"nr_uarts": "4", "share_irqs": "0"}
     assert state.parameters("absent") == {}
-    assert state.is_loaded("nf_nat") and not state.is_loaded("absent")
 
 
 def test_parameters_skip_unreadable(state: KernelState) -> None:
