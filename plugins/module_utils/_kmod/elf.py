@@ -10,6 +10,8 @@ Each structure has exactly one parser here.
 from __future__ import annotations
 
 import functools
+import operator
+import re
 import struct
 import typing as t
 
@@ -28,6 +30,7 @@ SHN_ABS = 0xFFF1
 STB_WEAK = 2
 STT_REGISTER = 13  # SPARC only: "undefined" global register symbols are not dependencies
 _CRC_PREFIX = b"__crc_"
+_CRC_RE = re.compile(re.escape(_CRC_PREFIX))
 _EI_NIDENT = 16
 # ELFCLASS32 / ELFCLASS64 -> (Ehdr size, Shdr struct, Sym struct, pointer size). The Sym
 # structs keep only (st_name, st_info, st_shndx, st_value), in that order.
@@ -87,49 +90,65 @@ class ModuleElf:
         except (ELFError, ConstructError) as exc:
             raise self._error(f"bad ELF header: {exc}") from exc
         self.machine: str = header["e_machine"]
-        self.sections = self._read_sections(header["e_shoff"], header["e_shnum"],
-                                            header["e_shentsize"], header["e_shstrndx"])
-        self._by_name: dict[str, Section] = {}
-        for sec in self.sections:  # first match wins, like elf_find_section
-            self._by_name.setdefault(sec.name, sec)
+        self._shoff = header["e_shoff"]
+        self._read_sections(header["e_shnum"], header["e_shentsize"], header["e_shstrndx"])
         self.modinfo = self._strings(".modinfo")
         self._symcache: list[tuple[int, int, int, int]] | bool | None = None
 
     def _error(self, what: str) -> ElfFormatError:
         return ElfFormatError(f"{self.path}: {what}", path=self.path)
 
-    def _read_sections(self, shoff: int, shnum: int, shentsize: int, shstrndx: int) -> list[Section]:
-        data = self.data
+    def _read_sections(self, shnum: int, shentsize: int, shstrndx: int) -> None:
+        data, shoff = self.data, self._shoff
         if shentsize != self._shdr.size:
             raise self._error(f"unexpected section header size {shentsize}")
         if shoff + shnum * shentsize > len(data):
             raise self._error("file too short to hold its section headers")
-        raw = [self._shdr.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        raw = list(self._shdr.iter_unpack(data[shoff:shoff + shnum * shentsize]))
         if not 0 < shstrndx < shnum:
             raise self._error("no section name table")
-        name_hdr = raw[shstrndx]
-        names_off, names_size = name_hdr[4], name_hdr[5]
+        names_off, names_size = raw[shstrndx][4:6]
         if names_off + names_size > len(data) or names_size == 0 or data[names_off + names_size - 1] != 0:
             raise self._error("section name table is not NUL-terminated")
         names = data[names_off:names_off + names_size]
-        out = []
+        find = names.find
+        size = len(data)
+        by_name: dict[bytes, int] = {}
         for i in range(1, shnum):
-            name_off, stype, flags, _addr, offset, size = raw[i][:6]
+            name_off, _, _, _, offset, sec_size = raw[i][:6]
             # libkmod ignores sections that do not fit in the file or whose name is out of range
-            if offset + size > len(data) or name_off >= names_size:
+            if offset + sec_size > size or name_off >= names_size:
                 continue
-            out.append(Section(i, _text(_cstr(names, name_off)), stype, flags, offset, size,
-                               shoff + i * shentsize))
+            by_name.setdefault(names[name_off:find(b"\0", name_off)], i)  # first match wins
         self._raw_sections = raw
-        return out
+        self._names = names
+        self._by_name = by_name
+
+    def _section_at(self, index: int) -> Section:
+        name_off, stype, flags, _, offset, size = self._raw_sections[index][:6]
+        return Section(index, _text(_cstr(self._names, name_off)), stype, flags, offset, size,
+                       self._shoff + index * self._shdr.size)
+
+    @property
+    def sections(self) -> list[Section]:
+        """The sections libkmod can use (inside the file, with a valid name), in table order."""
+        size = len(self.data)
+        return [self._section_at(i) for i in range(1, len(self._raw_sections))
+                if self._raw_sections[i][4] + self._raw_sections[i][5] <= size
+                and self._raw_sections[i][0] < len(self._names)]
 
     def section(self, name: str) -> Section | None:
         """The first section with that name (libkmod's rule), or None."""
-        return self._by_name.get(name)
+        index = self._by_name.get(name.encode("utf-8", "surrogateescape"))
+        return None if index is None else self._section_at(index)
+
+    def _span(self, name: bytes) -> tuple[int, int] | None:
+        index = self._by_name.get(name)
+        return None if index is None else self._raw_sections[index][4:6]
 
     def section_bytes(self, name: str) -> bytes | None:
-        sec = self._by_name.get(name)
-        return None if sec is None else self.data[sec.offset:sec.offset + sec.size]
+        span = self._span(name.encode("utf-8", "surrogateescape"))
+        return None if span is None else self.data[span[0]:span[0] + span[1]]
 
     def _strings(self, name: str) -> list[tuple[str, str]]:
         """kmod_elf_get_strings split at the first '=' (kmod_module_get_info)."""
@@ -174,11 +193,12 @@ class ModuleElf:
     def _symbols(self) -> list[tuple[int, int, int, int]] | None:
         """(st_name, st_info, st_shndx, st_value) from index 1, or None if .symtab/.strtab are unusable."""
         if self._symcache is None:
-            symtab = self._by_name.get(".symtab")
-            if symtab is None or ".strtab" not in self._by_name or symtab.size % self._sym.size:
+            symtab = self._span(b".symtab")
+            if symtab is None or b".strtab" not in self._by_name or symtab[1] % self._sym.size:
                 self._symcache = False
             else:
-                rows = self._sym.iter_unpack(self.data[symtab.offset + self._sym.size:symtab.offset + symtab.size])
+                offset, size = symtab
+                rows = self._sym.iter_unpack(self.data[offset + self._sym.size:offset + size])
                 if self.elfclass == 32:
                     self._symcache = [(n, i, x, v) for n, v, i, x in rows]
                 else:
@@ -193,12 +213,14 @@ class ModuleElf:
         """exports() with undecoded names, for bulk consumers (depmod)."""
         syms = self._symbols()
         if syms is not None:
-            strtab = self._by_name[".strtab"]
-            data, base, size = self.data, strtab.offset, strtab.size
-            if max(syms)[0] < size:
-                out = [(_cstr(data, base + name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
-                       for name_off, _, shndx, value in syms
-                       if data.startswith(_CRC_PREFIX, base + name_off)]
+            base, size = self._span(b".strtab")
+            data = self.data
+            if max(map(operator.itemgetter(0), syms)) < size:
+                # offsets in .strtab where a name starting with __crc_ can begin
+                crc_names = {m.start() for m in _CRC_RE.finditer(data, base, base + size)}
+                out = [(_cstr(data, name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
+                       for name_off, value, shndx in ((base + n, v, x) for n, _, x, v in syms)
+                       if name_off in crc_names] if crc_names else []
                 if out:
                     return out
         # No __crc_ symbols (kernel without MODVERSIONS): the exported names list.
@@ -227,14 +249,15 @@ class ModuleElf:
         return [(_text(name), crc) for name, crc in self._versions_raw()]
 
     def _versions_raw(self) -> list[tuple[bytes, int]]:
-        sec = self._by_name.get("__versions")
-        if sec is None or sec.size % 64:
+        span = self._span(b"__versions")
+        if span is None or span[1] % 64:
             return []
+        offset, size = span
         crclen = self.pointer_size
         fmt = ("<" if self.little_endian else ">") + ("Q" if crclen == 8 else "I")
         data = self.data
         return [(_cstr(data[off + crclen:off + 64], 0), struct.unpack_from(fmt, data, off)[0])
-                for off in range(sec.offset, sec.offset + sec.size, 64)]
+                for off in range(offset, offset + size, 64)]
 
     def undefined(self) -> list[tuple[str, int, bool]]:
         """(symbol, crc, weak) the module needs, in kmod_elf_get_dependency_symbols order.
@@ -249,8 +272,10 @@ class ModuleElf:
         syms = self._symbols()
         if syms is None:
             return []
-        strtab = self._by_name[".strtab"]
-        data, base, size = self.data, strtab.offset, strtab.size
+        base, size = self._span(b".strtab")
+        data = self.data
+        find = data.find
+        terminated = size > 0 and data[base + size - 1] == 0  # then every name ends inside .strtab
         versions = self._versions_raw()
         first_index: dict[bytes, int] = {}
         for i, (name, _) in enumerate(versions):
@@ -258,12 +283,12 @@ class ModuleElf:
         visited = [False] * len(versions)
         sparc = self.machine in ("EM_SPARC", "EM_SPARCV9")
         out = []
-        for name_off, info, shndx, _ in syms:
-            if shndx != SHN_UNDEF or (sparc and info & 0xF == STT_REGISTER):
+        for name_off, info in [(n, i) for n, i, x, _ in syms if x == SHN_UNDEF]:
+            if sparc and info & 0xF == STT_REGISTER:
                 continue
             if name_off >= size:
                 return []  # libkmod gives up on the whole list (-EINVAL)
-            name = _cstr(data, base + name_off)
+            name = data[base + name_off:find(b"\0", base + name_off)] if terminated else _cstr(data, base + name_off)
             if not name:
                 continue
             idx = first_index.get(name)
