@@ -197,6 +197,10 @@ class IndexReader(_Trie):
             return None
         data = self._data
         if off >= len(data):
+            if word == off:
+                # An empty index (depmod on a tree without modules) is a bare header
+                # whose root word points just past it: nothing to find, as in libkmod.
+                return None
             raise IndexFormatError(f"{self.name}: node offset {off} beyond end of file", path=self.name)
         try:
             prefix = b""

@@ -7,6 +7,7 @@ import random
 import re
 import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -55,6 +56,17 @@ def test_empty_index_finds_nothing(tmp_path):
     path.write_bytes(b"")
     idx = ix.IndexReader.open(str(path))
     assert idx.search("x") is None and idx.search_wild("x") == [] and list(idx.dump()) == []
+
+
+def test_indexes_of_a_tree_without_modules(tmp_path):
+    # The real depmod writes bare 12-byte headers for a tree that holds no module.
+    moddir = tmp_path / "lib/modules/9.9.9"
+    moddir.mkdir(parents=True)
+    subprocess.run(["depmod", "-b", str(tmp_path), "9.9.9"], check=True, capture_output=True)
+    for name in ("modules.dep", "modules.alias", "modules.symbols"):
+        assert (moddir / f"{name}.bin").stat().st_size == 12
+        idx = ix.load_index(str(moddir), name)
+        assert idx.search("dummy") is None and idx.search_wild("dummy") == [] and list(idx.dump()) == []
 
 
 def test_missing_index_is_none(tmp_path):
