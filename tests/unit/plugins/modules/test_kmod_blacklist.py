@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod import atomic
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config_edit import NEW_FILE_HEADER
@@ -26,21 +25,15 @@ CONF = "etc/modprobe.d/kernel-kmod-blacklist.conf"
 
 
 @pytest.fixture
-def target(scratch_kernel, monkeypatch, capsys):
+def target(scratch_kernel, monkeypatch, run_module):
     """run(**args) runs main() as Ansible would on a scratch 6.1 tree with a fake kernel."""
     tree = scratch_kernel("6.1")
     (tree.root / "etc/modprobe.d").mkdir(parents=True)
     kernel = FakeKernel(tree.root, tree.release)
     monkeypatch.setattr(kmod_blacklist, "LinuxSyscalls", lambda: kernel)
 
-    def run(check: bool = False, diff: bool = True, **args):
-        args = {"root": str(tree.root), "kernel_release": tree.release, **args,
-                "_ansible_check_mode": check, "_ansible_diff": diff}
-        with patch_module_args(args), pytest.raises(SystemExit) as exc:
-            kmod_blacklist.main()
-        result = json.loads(capsys.readouterr().out)
-        assert bool(exc.value.code) == bool(result.get("failed"))
-        return result
+    def run(**args):
+        return run_module(kmod_blacklist, root=str(tree.root), kernel_release=tree.release, **args)
 
     run.tree, run.kernel, run.conf = tree, kernel, tree.root / CONF
     return run
