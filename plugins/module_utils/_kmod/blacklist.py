@@ -89,7 +89,7 @@ def conf_path(paths: KmodPaths, path: str, warnings: list[str]) -> str:
     if not os.path.isabs(path) or not name.endswith(".conf") or name.startswith("."):
         raise ConfigError(f"path {path!r} must be an absolute path to a *.conf file not starting "
                           "with '.': libkmod reads no other modprobe.d files", path=path)
-    full = paths.under(path)
+    full = paths.under(os.path.normpath(path))  # normpath: '..' cannot climb out of root
     if os.path.isdir(full):
         raise ConfigError(f"path {full} is a directory", path=full)
     winner = _winner(paths, full)
@@ -124,7 +124,10 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
     names = [check_module_name(n) for n in names]
     warnings: list[str] = []
     full = conf_path(paths, path, warnings)
-    before = _decode(read_bytes(full))
+    try:
+        before = _decode(read_bytes(full))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {full}: {exc.strerror}", path=full) from exc
     after = edit_blacklist(before, names, state, mode, exclusive)
     unload_plan = planner = None
     if unload and state == "present":

@@ -208,6 +208,14 @@ def test_bad_path(target, path):
     assert res["failed"] and path.rstrip("/") in res["msg"]
 
 
+def test_unreadable_path_and_dotdot(target):
+    (target.tree.root / "etc/modprobe.d/file.conf").write_text("")
+    res = target(name=["dummy"], path="/etc/modprobe.d/file.conf/x.conf")
+    assert res["failed"] and "Cannot read" in res["msg"] and "file.conf/x.conf" in res["msg"]
+    res = target(name=["dummy"], path="/../../etc/modprobe.d/up.conf")
+    assert res["path"] == str(target.tree.root / "etc/modprobe.d/up.conf")
+
+
 def test_exclusive_needs_present(target):
     res = target(name=["dummy"], state="absent", exclusive=True)
     assert res["failed"] and "exclusive" in res["msg"]
