@@ -148,6 +148,14 @@ def test_shadowing_file_reported(target):
     assert by_name(res)["dummy"]["blocked"]
 
 
+def test_kernel_cmdline_blacklist_reported(target):
+    cmdline = target.tree.root / "proc/cmdline"
+    cmdline.write_text("root=/dev/vda modprobe.blacklist=floppy,dummy quiet\n")
+    res = target(name=["dummy"], check=True)
+    assert by_name(res)["dummy"]["elsewhere"] == [
+        {"file": str(cmdline), "line": 0, "directive": "blacklist dummy"}]
+
+
 def test_file_shadowed_by_same_name_warns(target):
     (target.tree.root / "etc/modprobe.d/same.conf").write_text("# empty on purpose\n")
     (target.tree.root / "usr/lib/modprobe.d").mkdir(parents=True)
