@@ -22,7 +22,7 @@ import typing as t
 from .atomic import read_bytes, remove_if_exists, write_if_changed
 from .config_edit import parse_lines
 from .elf import parse_module
-from .errors import KmodError, ModuleLookupError
+from .errors import KmodError, LoaderError, ModuleLookupError
 from .file import read_module_bytes
 from .kstate import KernelState
 from .loader import Loader
@@ -64,7 +64,8 @@ class SweepUnused:
     removed module's transform, not listed as a holder).
     """
 
-    candidates: tuple[tuple[str, tuple[str, ...]], ...]  # (module, modules naming it as softdep)
+    # (module, modules naming it as softdep, the requested name it is removed for)
+    candidates: tuple[tuple[str, tuple[str, ...], str], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,10 +403,13 @@ class Planner:
             actions.append(Remove(module))
             result.removed.append(module)
         gone = {r for r, _ in order}
-        sweep = tuple((c, tuple(sorted(owners.get(c, ()))))
-                      for c in dict.fromkeys(c for m in targets for c in closures[m]) if c not in gone)
+        sweep: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        for top, members in closures.items():
+            for m in members:
+                if m not in gone:
+                    sweep.setdefault(m, (m, tuple(sorted(owners.get(m, ()))), targets[top].name))
         if order and sweep:
-            actions.append(SweepUnused(sweep))
+            actions.append(SweepUnused(tuple(sweep.values())))
         for result in results:
             if result.removed or result.commands:
                 result.action = "removed"
@@ -587,7 +591,6 @@ class CommandRunner(t.Protocol):
 
 def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) -> None:
     """Perform the plan's actions in order; the first failure stops (KmodError)."""
-    by_removed = {m: r for r in plan.results for m in r.removed}
     for action in plan.actions:
         if isinstance(action, Insert):
             loader.insert(action.path, action.module, action.options)
@@ -600,7 +603,7 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
                 raise KmodError(f"Command for module {action.module} failed (exit {rc}): "
                                 f"{command}: {err.strip()}", module=action.module, rc=rc)
         elif isinstance(action, SweepUnused):
-            _sweep(action, loader, planner, by_removed)
+            _sweep(action, loader, planner, plan.results)
         elif action.after is None:
             remove_if_exists(action.path)
         else:
@@ -611,18 +614,22 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
 
 
 def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
-           by_removed: dict[str, ModuleResult]) -> None:
-    owner = next(iter(by_removed.values()))
+           results: list[ModuleResult]) -> None:
+    by_name = {r.name: r for r in reversed(results)}
     progress = True
     while progress:
         progress = False
-        for module, owners in action.candidates:
-            if module in by_removed or planner.kstate.refcnt(module) != 0 \
-                    or any(planner.kstate.is_loaded(o) for o in owners):
+        for module, owners, requested in action.candidates:
+            removed = by_name[requested].removed
+            if module in removed or planner.kstate.refcnt(module) != 0 \
+                    or any(planner.kstate.initstate(o) is not None for o in owners):
                 continue
-            if loader.remove(module):
-                owner.removed.append(module)
-                by_removed[module] = owner
+            try:
+                gone = loader.remove(module)
+            except LoaderError:
+                continue  # as modprobe -r, a dependency that cannot go now is left alone
+            if gone:
+                removed.append(module)
                 progress = True
 
 
