@@ -87,6 +87,9 @@ class FakeKernel(FakeSyscalls):
         self.order: list[str] = []
         # Parameters declared with permission 0: the kernel shows them nowhere in sysfs.
         self.hidden_params: set[str] = set()
+        # module -> module it pins without being a holder (as libcrc32c's crypto transform
+        # pins crc32c_intel): a refcount only, released when the pinning module goes.
+        self.pins: dict[str, str] = {}
         self.sysmod = self.root / "sys/module"
         self.sysmod.mkdir(parents=True, exist_ok=True)
         (self.root / "proc").mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,8 @@ class FakeKernel(FakeSyscalls):
         for dep in deps:
             (self.sysmod / dep / "holders" / name).symlink_to(mod)
             self._add_refcnt(dep, 1)
+        if self.pins.get(name) in self.order:
+            self._add_refcnt(self.pins[name], 1)
         self.order.insert(0, name)
         self._write_proc()
 
@@ -149,6 +154,8 @@ class FakeKernel(FakeSyscalls):
             if holder.is_symlink():
                 holder.unlink()
                 self._add_refcnt(dep, -1)
+        if self.pins.get(name) in self.order:
+            self._add_refcnt(self.pins[name], -1)
         shutil.rmtree(mod)
         self.order.remove(name)
         self._write_proc()

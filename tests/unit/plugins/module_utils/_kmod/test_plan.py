@@ -265,6 +265,15 @@ def test_remove_takes_the_unused_dependency_closure(sys61):
     assert not again.changed and again.results[0].action == "absent"
 
 
+def test_references_the_plan_cannot_see_are_swept_after_removal(sys61):
+    sys61.kernel.pins["libcrc32c"] = "crc32c_intel"
+    sys61.apply(["nf_nat"])
+    plan = sys61.plan(["nf_nat"], state="absent")
+    assert "crc32c_intel" not in plan.results[0].removed  # refcount 1, no holder to explain it
+    result = sys61.apply(["nf_nat"], state="absent").results[0]
+    assert result.removed[-1] == "crc32c_intel" and sys61.kernel.loaded() == []
+
+
 def test_remove_keeps_dependencies_still_in_use(sys61):
     sys61.apply(["nf_nat", "xt_conntrack"])
     sys61.apply(["nf_nat"], state="absent")
