@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import typing as t
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from kernels import CACHE, KERNELS, KernelTree, kernel_package, pristine_root  #
 
 VM_CACHE = CACHE / "vm"
 # Bump when the build logic changes in a way the hashed inputs below do not show.
-FORMAT = 1
+FORMAT = 2
 SUITE = "bookworm"
 PACKAGES = ["python3", "openssh-server", "kmod", "iproute2", "procps",
             # systemd only for /lib/systemd/systemd-modules-load, which the guest's
@@ -171,20 +172,22 @@ def _discard(tree: Path) -> None:
     shutil.rmtree(tree, ignore_errors=True)
 
 
-def _base_tree() -> Path:
-    """debootstrap tree with the Python dependencies (shared by all image versions)."""
-    mirror = _mirror()
-    pins = _pip_pins()
-    base = VM_CACHE / f"base-{_hash(FORMAT, SUITE, mirror, PACKAGES, pins)}"
+def _base_dir() -> Path:
+    return VM_CACHE / f"base-{_hash(FORMAT, SUITE, _mirror(), PACKAGES, _pip_pins())}"
+
+
+def _base_tree(base: Path) -> None:
+    """debootstrap tree with the Python dependencies (shared by image versions)."""
     if (base / ".ready").exists():
-        return base
+        return
     shutil.rmtree(base, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=VM_CACHE))
     try:
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-              SUITE, str(tmp), mirror])
-        _run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--only-binary=:all:",
-              "--target", str(tmp / "usr/local/lib/python3.11/dist-packages"), *pins])
+              SUITE, str(tmp), _mirror()])
+        # Compiled here: the first import of elftools in a fresh guest would take 5 s, not 2.
+        _run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:",
+              "--target", str(tmp / "usr/local/lib/python3.11/dist-packages"), *_pip_pins()])
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
                      "usr/share/man", "usr/share/locale"):
             for entry in (tmp / junk).glob("*"):
@@ -199,7 +202,6 @@ def _base_tree() -> Path:
         raise
     tmp.rename(base)
     (base / ".ready").touch()
-    return base
 
 
 def _initrd_modules(tree: KernelTree) -> list[Path]:
@@ -273,30 +275,46 @@ def _build_image(base: Path, trees: list[KernelTree], dest: Path) -> None:
         _build_initrd(tree, dest / f"initrd-{tree.release}.gz")
 
 
-def _image_dir() -> tuple[Path, list[KernelTree]]:
+def _image_dir(base: Path) -> tuple[Path, list[KernelTree]]:
     trees = [pristine_root(key) for key in KERNELS]
-    base_key = _hash(FORMAT, SUITE, _mirror(), PACKAGES, _pip_pins())
     debs = [kernel_package(key).name for key in KERNELS]
-    key = _hash(FORMAT, base_key, debs, INITRD_MODULES, INITRD_INIT, GUEST_INIT, SSHD_CONFIG)
+    key = _hash(FORMAT, base.name, debs, INITRD_MODULES, INITRD_INIT, GUEST_INIT, SSHD_CONFIG)
     return VM_CACHE / f"image-{key}", trees
+
+
+def _prune(keep: set[Path]) -> None:
+    """Drop what a killed build left (under the lock nobody else is building) and
+    versions nobody used for a day (a tree of another version may still be in use)."""
+    stale = time.time() - 86400
+    for entry in VM_CACHE.iterdir():
+        if entry in keep or not entry.name.startswith((".base-", ".image-", ".rootfs-",
+                                                        ".initrd-", "base-", "image-")):
+            continue
+        ready = entry / ".ready"
+        if entry.name.startswith(".") or not ready.exists() or ready.stat().st_mtime < stale:
+            _discard(entry)
 
 
 def build() -> Path:
     """Build (or find) the current image directory; safe to call from parallel sessions."""
     with _locked():
-        dest, trees = _image_dir()
-        if (dest / ".ready").exists():
-            return dest
-        base = _base_tree()
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".image-", dir=VM_CACHE))
-        try:
-            _build_image(base, trees, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(dest)
-        (dest / ".ready").touch()
+        base = _base_dir()
+        dest, trees = _image_dir(base)
+        if not (dest / ".ready").exists():
+            _base_tree(base)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".image-", dir=VM_CACHE))
+            try:
+                _build_image(base, trees, tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            tmp.rename(dest)
+        # .ready's mtime says when a version was last used (see _prune).
+        for used in (base, dest):
+            if used.exists():
+                (used / ".ready").touch()
+        _prune({base, dest})
         return dest
 
 
