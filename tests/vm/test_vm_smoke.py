@@ -35,3 +35,14 @@ def test_ansible_task(vm: VM) -> None:
     assert lsmod["stdout_lines"][0].split() == ["Module", "Size", "Used", "by"]
     assert {line.split()[0] for line in lsmod["stdout_lines"][1:]} == \
         {line.split()[0] for line in vm.run("cat /proc/modules", check=True).stdout.splitlines()}
+
+
+def test_reboot_keeps_files_and_runs_modules_load(vm_6_12: VM) -> None:
+    """What issue 6 relies on: after reboot() the modules-load.d entries are loaded again."""
+    vm = vm_6_12
+    vm.put("dummy\n", "/etc/modules-load.d/kmod-vm-smoke.conf")
+    try:
+        vm.reboot()
+        assert vm.run("grep -q '^dummy ' /proc/modules").returncode == 0, vm.console()[-2000:]
+    finally:
+        vm.run("rm -f /etc/modules-load.d/kmod-vm-smoke.conf; modprobe -r dummy", check=True)
