@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """kernel.kmod.kmod_depmod next to kmod's depmod, each as an Ansible task on localhost.
 
@@ -73,7 +72,7 @@ def run(key: str, work: Path) -> dict:
                ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(book)], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"playbook failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
     results = json.loads(out.read_text())

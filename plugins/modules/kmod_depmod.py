@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ description:
   - Modules are read in parallel on all CPUs. Parsed modules, and a fingerprint of all inputs, are
     remembered in a cache (see O(cache)), so that a run where nothing changed reads no module at all.
 author:
-  - kernel.kmod developers
+  - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
   - kernel.kmod.common
   - kernel.kmod.common.attributes

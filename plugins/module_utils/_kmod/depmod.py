@@ -57,7 +57,7 @@ def scan_module(path: str) -> Scan:
     """What depmod reads from one module file. A file libkmod cannot open or parse
     yields the error and nothing else: depmod logs it and keeps the module, dependency-less."""
     try:
-        data, _ = read_module_bytes(path)
+        data = read_module_bytes(path)[0]
         elf = parse_module(data, path)
     except KmodError as exc:
         return exc.msg, b"", b"", b"", b"", b"", []
@@ -65,11 +65,11 @@ def scan_module(path: str) -> Scan:
     undefined = elf.undefined_raw()
     return (
         None,
-        b"\0".join(name for name, _ in exports),
-        array.array("Q", [crc for _, crc in exports]).tobytes(),
-        b"\0".join(name for name, _, _ in undefined),
-        bytes(weak for _, _, weak in undefined),
-        array.array("Q", [crc for _, crc, _ in undefined]).tobytes(),
+        b"\0".join(name for name, _crc in exports),
+        array.array("Q", [crc for _name, crc in exports]).tobytes(),
+        b"\0".join(sym[0] for sym in undefined),
+        bytes(sym[2] for sym in undefined),
+        array.array("Q", [sym[1] for sym in undefined]).tobytes(),
         [(k, v) for k, v in elf.modinfo if k in ("alias", "softdep")],
     )
 
@@ -377,7 +377,7 @@ class Depmod:
              symbols: dict[bytes, tuple[Module | None, int]]) -> list[dict[str, str]]:
         """Exports into symbols, undefined symbols into module deps; returns unresolved ones."""
         for mod in mods:
-            error, names, crcs, _, _, _, info = scans[mod.path]
+            error, names, crcs, info = (scans[mod.path][i] for i in (0, 1, 2, 6))
             if error is not None:
                 self.warnings.append(f"failed to load symbols from {mod.path}: {error}")
             # the last module (in array order) exporting a name owns it
@@ -388,7 +388,7 @@ class Depmod:
         check_crcs = report and bool(self.symvers)
         get = symbols.get
         for mod in mods:
-            _, _, _, names, weak, crcs, _ = scans[mod.path]
+            names, weak, crcs = scans[mod.path][3:6]
             seen: set[Module] = set()
             wanted_crcs = array.array("Q", crcs) if check_crcs else None
             for i, name in enumerate(_names(names)):
@@ -430,7 +430,7 @@ class Depmod:
 
     def build(self) -> DepmodResult:
         """Compute every output file; raises KmodError (e.g. DependencyCycleError) instead."""
-        _, by_name, keys, fingerprint = self._inputs
+        by_name, keys, fingerprint = self._inputs[1:]
         mods = self.order(by_name)
         symbols = self.kernel_symbols()
         scans = self.scan(mods, keys)

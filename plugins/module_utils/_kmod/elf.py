@@ -115,7 +115,7 @@ class ModuleElf:
         size = len(data)
         by_name: dict[bytes, int] = {}
         for i in range(1, shnum):
-            name_off, _, _, _, offset, sec_size = raw[i][:6]
+            name_off, offset, sec_size = raw[i][0], raw[i][4], raw[i][5]
             # libkmod ignores sections that do not fit in the file or whose name is out of range
             if offset + sec_size > size or name_off >= names_size:
                 continue
@@ -125,7 +125,7 @@ class ModuleElf:
         self._by_name = by_name
 
     def _section_at(self, index: int) -> Section:
-        name_off, stype, flags, _, offset, size = self._raw_sections[index][:6]
+        name_off, stype, flags, _addr, offset, size = self._raw_sections[index][:6]
         return Section(index, _text(_cstr(self._names, name_off)), stype, flags, offset, size,
                        self._shoff + index * self._shdr.size)
 
@@ -161,7 +161,7 @@ class ModuleElf:
         out = []
         for item in raw.split(b"\0"):
             if item:
-                key, _, value = item.partition(b"=")
+                key, _sep, value = item.partition(b"=")
                 out.append((_text(key), _text(value)))
         return out
 
@@ -219,7 +219,7 @@ class ModuleElf:
                 # offsets in .strtab where a name starting with __crc_ can begin
                 crc_names = {m.start() for m in _CRC_RE.finditer(data, base, base + size)}
                 out = [(_cstr(data, name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
-                       for name_off, value, shndx in ((base + n, v, x) for n, _, x, v in syms)
+                       for name_off, value, shndx in ((base + n, v, x) for n, _info, x, v in syms)
                        if name_off in crc_names] if crc_names else []
                 if out:
                     return out
@@ -278,12 +278,12 @@ class ModuleElf:
         terminated = size > 0 and data[base + size - 1] == 0  # then every name ends inside .strtab
         versions = self._versions_raw()
         first_index: dict[bytes, int] = {}
-        for i, (name, _) in enumerate(versions):
+        for i, (name, _crc) in enumerate(versions):
             first_index.setdefault(name, i)
         visited = [False] * len(versions)
         sparc = self.machine in ("EM_SPARC", "EM_SPARCV9")
         out = []
-        for name_off, info in [(n, i) for n, i, x, _ in syms if x == SHN_UNDEF]:
+        for name_off, info in [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]:
             if sparc and info & 0xF == STT_REGISTER:
                 continue
             if name_off >= size:

@@ -23,7 +23,7 @@ _MAGICS = (
     ("gzip", b"\x1f\x8b"),
 )
 # libkmod refuses files shorter than its longest magic (-EINVAL).
-_MIN_SIZE = max(len(magic) for _, magic in _MAGICS)
+_MIN_SIZE = max(len(magic) for _name, magic in _MAGICS)
 
 
 def detect_compression(data: bytes) -> str | None:

@@ -30,10 +30,10 @@ def test_dep_alias_symbols_bin_from_depmods_text_files(kernel_tree):
         name = modname_from_path(line.split(b":")[0].decode())
         dep.insert(name.encode(), line, idx[name])
     for line in text_lines(kernel_tree, "modules.alias")[1:]:
-        _, value, mod = line.split(b" ")
+        value, mod = line.split(b" ")[1:]
         alias.insert(alias_normalize(value.decode()).encode(), mod, idx[mod.decode()])
     for line in text_lines(kernel_tree, "modules.symbols")[1:]:
-        _, key, mod = line.split(b" ")
+        key, mod = line.split(b" ")[1:]
         symbols.insert(key, mod, idx[mod.decode()])
     assert dep.to_bytes() == (kernel_tree.moddir / "modules.dep.bin").read_bytes()
     assert alias.to_bytes() == (kernel_tree.moddir / "modules.alias.bin").read_bytes()
