@@ -43,6 +43,7 @@ OUTPUT_FILES = (
 CACHE_FORMAT = 1
 # Below this many modules to read, forking workers costs more than it saves.
 _PARALLEL_MIN = 64
+_PATH_MAX = 4096
 
 # What depmod needs from one module, packed so that it crosses process boundaries
 # (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
@@ -166,21 +167,32 @@ class Depmod:
                 self._walk(top, skip, cfg, by_name, by_uncrelpath)
         return by_name
 
-    def _walk(self, directory: str, skip: set[str], cfg: DepmodConfig,
+    def _walk(self, top: str, skip: set[str], cfg: DepmodConfig,
               by_name: dict[str, Module], by_uncrelpath: dict[str, Module]) -> None:
-        try:
-            entries = os.scandir(directory)
-        except OSError as exc:
-            self.warnings.append(f"could not open directory {directory}: {exc.strerror}")
-            return
-        with entries:
-            for entry in entries:  # readdir order, exactly as depmod visits them
-                if entry.name in skip:
-                    continue
-                if entry.is_dir():
-                    self._walk(entry.path, skip, cfg, by_name, by_uncrelpath)
-                elif entry.is_file() and entry.name.endswith(self.extensions):
-                    self._add(entry.path, cfg, by_name, by_uncrelpath)
+        """Depth-first in readdir order, entering each directory as it is met, exactly as
+        depmod visits them; a stack instead of recursion, so that no tree is too deep."""
+        stack: list[t.Iterator[os.DirEntry[str]]] = []
+
+        def enter(directory: str) -> None:
+            if len(directory) >= _PATH_MAX:  # where depmod's openat fails too
+                self.warnings.append(f"path too long, not searched: {directory[:200]}...")
+                return
+            try:
+                stack.append(os.scandir(directory))
+            except OSError as exc:
+                self.warnings.append(f"could not open directory {directory}: {exc.strerror}")
+
+        enter(top)
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop().close()
+            elif entry.name in skip:
+                continue
+            elif entry.is_dir():
+                enter(entry.path)
+            elif entry.is_file() and entry.name.endswith(self.extensions):
+                self._add(entry.path, cfg, by_name, by_uncrelpath)
 
     def _add(self, path: str, cfg: DepmodConfig, by_name: dict[str, Module],
              by_uncrelpath: dict[str, Module]) -> None:
@@ -278,11 +290,15 @@ class Depmod:
             else:
                 todo.append(mod.path)
         if len(todo) >= _PARALLEL_MIN and self.jobs > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(min(self.jobs, len(todo) // _PARALLEL_MIN + 1)) as pool:
-                results.update(zip(todo, pool.imap(scan_module, todo, chunksize=16)))
-        else:
-            results.update((path, scan_module(path)) for path in todo)
+            try:
+                pool = multiprocessing.get_context("fork").Pool(min(self.jobs, len(todo) // _PARALLEL_MIN + 1))
+            except (OSError, ImportError) as exc:  # e.g. no /dev/shm for the pool's semaphores
+                self.warnings.append(f"reading modules in one process: {exc}")
+            else:
+                with pool:
+                    results.update(zip(todo, pool.imap(scan_module, todo, chunksize=16)))
+                return results
+        results.update((path, scan_module(path)) for path in todo)
         return results
 
     @functools.cached_property

@@ -317,3 +317,28 @@ def test_missing_module_directory(tmp_path):
     from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
     with pytest.raises(KmodError, match="does not exist"):
         Depmod(KmodPaths(str(tmp_path), "9.9.9"), config_paths=[]).build()
+
+
+def test_symlinks_and_deep_directories(tree):
+    """depmod follows symlinks (to files and directories) and searches deep trees."""
+    deep = tree.moddir / "extra" / "/".join(["d"] * 300)
+    deep.mkdir(parents=True)
+    shutil.copy(tree.moddir / "kernel/drivers/net/dummy.ko", deep / "deepmod.ko")
+    (tree.moddir / "extra/linked.ko").symlink_to(tree.moddir / VFAT)
+    (tree.moddir / "extra/linkdir").symlink_to(tree.moddir / "kernel/fs/fat")
+    (tree.moddir / "extra/dangling.ko").symlink_to(tree.moddir / "nowhere.ko")
+    compare(tree)
+
+
+def test_single_process_when_no_pool(tree, monkeypatch):
+    """Where multiprocessing cannot work (no /dev/shm), modules are read in one process."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    from ansible_collections.kernel.kmod.plugins.module_utils._kmod import depmod as depmod_mod
+    monkeypatch.setattr(depmod_mod, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(multiprocessing.get_context("fork"), "Pool", no_pool)
+    result = compare(tree, jobs=2)
+    assert any("one process" in w for w in result.warnings)
