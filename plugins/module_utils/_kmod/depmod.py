@@ -52,6 +52,7 @@ _PATH_MAX = 4096
 Scan = tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, list[tuple[str, str]]]
 # (size, mtime_ns, ctime_ns, inode, device): a file with the same key has the same content
 StatKey = tuple[int, int, int, int, int]
+T = t.TypeVar("T")
 
 
 def scan_module(path: str) -> Scan:
@@ -452,20 +453,55 @@ class Depmod:
         scans = self.scan(mods, keys)
         unresolved = self.link(mods, scans, symbols)
         self.sort_dependencies(mods)
-        files = {
-            "modules.dep": b"",  # filled below with modules.dep.bin, from the same lines
-            "modules.dep.bin": b"",
-            "modules.alias": b"", "modules.alias.bin": b"",
-            "modules.softdep": _softdeps(mods),
-            "modules.symbols": b"", "modules.symbols.bin": b"",
-            "modules.builtin.bin": _builtin_index(self.dirname, self.warnings),
-            "modules.builtin.alias.bin": _builtin_alias_index(self.dirname, self.warnings),
-            "modules.devname": _devnames(mods, self.warnings),
-        }
+        files = dict.fromkeys(OUTPUT_FILES, b"")
+        # The alias and symbol tries are the biggest part: build them in a forked child
+        # (which inherits mods and symbols) while this process builds the others.
+        other_half = self._in_child(lambda warnings: (_aliases(mods, warnings), _symbols(symbols)))
         files["modules.dep"], files["modules.dep.bin"] = _deps(mods)
-        files["modules.alias"], files["modules.alias.bin"] = _aliases(mods, self.warnings)
-        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols)
+        files["modules.softdep"] = _softdeps(mods)
+        files["modules.builtin.bin"] = _builtin_index(self.dirname, self.warnings)
+        files["modules.builtin.alias.bin"] = _builtin_alias_index(self.dirname, self.warnings)
+        files["modules.devname"] = _devnames(mods, self.warnings)
+        aliases, syms = other_half()
+        files["modules.alias"], files["modules.alias.bin"] = aliases
+        files["modules.symbols"], files["modules.symbols.bin"] = syms
         return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys)
+
+    def _in_child(self, work: t.Callable[[list[str]], T]) -> t.Callable[[], T]:
+        """Start work(warnings) in a forked process; the returned function waits for its
+        result. Without a second CPU, or if the child fails, work runs in this process."""
+        def here() -> T:
+            return work(self.warnings)
+
+        if self.jobs < 2:
+            return here
+        ctx = multiprocessing.get_context("fork")
+        try:
+            receiver, sender = ctx.Pipe(duplex=False)
+        except OSError:
+            return here
+
+        def child() -> None:
+            warnings: list[str] = []
+            sender.send((work(warnings), warnings))
+
+        proc = ctx.Process(target=child, daemon=True)
+        try:
+            proc.start()
+        except OSError:
+            return here
+        sender.close()
+
+        def result() -> T:
+            try:
+                value, warnings = receiver.recv()
+            except (EOFError, OSError):  # the child died: do it here
+                proc.join()
+                return here()
+            proc.join()
+            self.warnings.extend(warnings)
+            return value
+        return result
 
 
 def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmod") -> str:
