@@ -286,9 +286,9 @@ def _prune(keep: set[Path]) -> None:
     """Drop what a killed build left (under the lock nobody else is building) and
     versions nobody used for a day (a tree of another version may still be in use)."""
     stale = time.time() - 86400
+    ours = (".base-", ".image-", ".rootfs-", ".initrd-", "base-", "image-")
     for entry in VM_CACHE.iterdir():
-        if entry in keep or not entry.name.startswith((".base-", ".image-", ".rootfs-",
-                                                        ".initrd-", "base-", "image-")):
+        if entry in keep or not entry.name.startswith(ours):
             continue
         ready = entry / ".ready"
         if entry.name.startswith(".") or not ready.exists() or ready.stat().st_mtime < stale:

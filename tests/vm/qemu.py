@@ -8,8 +8,9 @@
 
 The root disk is qemu's `snapshot=on` view of the cached image: every start() begins
 from the pristine image, writes survive a guest reboot() but not a stop()/start().
-Ansible runs on this machine (ansible-playbook with the json callback) and reaches the
-guest through a loopback port forward; the guest cannot reach out (restrict=on).
+Ansible runs on this machine (ansible-playbook, results collected by the kmod_vm_json
+callback) and reaches the guest through a loopback port forward; the guest cannot reach
+out (restrict=on).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from images import VM_CACHE, VMImage, image
+from kernels import CACHE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -61,7 +63,7 @@ def collections_path() -> str:
     """
     if REPO.parts[-3:-2] == ("ansible_collections",):
         return str(REPO.parents[2])
-    base = Path(os.environ.get("KMOD_TEST_CACHE", "/var/cache/kernel-kmod-tests")) / "collections"
+    base = CACHE / "collections"
     link = base / "ansible_collections" / "kernel" / "kmod"
     if link.resolve() != REPO:
         raise RuntimeError(f"{link} does not point to {REPO}: import tests/conftest.py first "
@@ -112,6 +114,8 @@ class PlaybookResult:
         for res in self.tasks:
             state = "failed" if res.get("failed") else "changed" if res.get("changed") else "ok"
             lines.append(f"  [{res.host}] {res.task}: {state} {res.get('msg', '')}".rstrip())
+            if res.get("failed") and res.get("module_stderr"):  # a module that crashed
+                lines.append(f"    module_stderr: {res['module_stderr'][-1500:]}")
         if self.data is None:
             lines.append(f"stdout: {self.stdout[-2000:]}")
         lines.append(f"stderr: {self.stderr[-2000:]}")
