@@ -308,6 +308,8 @@ class Depmod:
             return {}
         try:
             with open(self.cache_file, "rb") as f:
+                if not _trusted(os.fstat(f.fileno())):
+                    return {}
                 data = marshal.load(f)
         except (OSError, EOFError, ValueError, TypeError):
             return {}
@@ -330,6 +332,8 @@ class Depmod:
                               "summary": summary})
         try:
             os.makedirs(os.path.dirname(self.cache_file), mode=0o700, exist_ok=True)
+            if os.path.exists(self.cache_file) and not _trusted(os.stat(self.cache_file)):
+                atomic.remove_if_exists(self.cache_file)
             atomic.write_if_changed(self.cache_file, data, 0o600)
         except (OSError, KmodError) as exc:  # a cache that cannot be written only costs time
             self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
@@ -502,6 +506,11 @@ class Depmod:
             self.warnings.extend(warnings)
             return value
         return result
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Only a cache this user wrote and nobody else can change is used."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmod") -> str:

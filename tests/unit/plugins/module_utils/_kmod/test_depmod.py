@@ -300,6 +300,9 @@ def test_cache_is_used_and_never_stale(tmp_path, monkeypatch):
     os.utime(vfat, ns=(st.st_atime_ns, st.st_mtime_ns))
     last = run()
     assert calls == [str(vfat)]
+    os.chmod(cache, 0o666)  # a cache others could have written is not trusted
+    assert isinstance(run(), depmod_mod.DepmodResult) and len(calls) == len(last.modules) + 1
+    assert os.stat(cache).st_mode & 0o777 == 0o600 and isinstance(run(), depmod_mod.DepmodSummary)
     assert real_depmod(tree).returncode == 0
     assert_same_as_depmod(tree, last)
 
