@@ -66,6 +66,7 @@ options:
         configuration, C(modules.order), C(modules.builtin), C(modules.builtin.modinfo), O(system_map)
         and O(symvers) have the same content and every index file on disk still has the bytes that
         were computed. A stale entry is therefore never used.
+      - A cache file is only trusted when the user running the task owns it and nobody else can write it.
       - Check mode uses the cache but never writes it.
     type: bool
     default: true
