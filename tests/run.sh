@@ -22,6 +22,7 @@ export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 ANSIBLE_NO
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 passed=() failed=() skipped=()
+SKIP=77 # a stage's exit status for "nothing to run here" (automake's convention)
 # Scratch space beside the kernel cache: scratch trees are hard links into it.
 mkdir -p "$KMOD_TEST_CACHE"
 work=$(mktemp -d "$KMOD_TEST_CACHE/run.XXXXXX")
@@ -86,14 +87,15 @@ collection_copy() {
 run_pytest() {
   python -m pytest -p no:cacheprovider "$@"
   local rc=$?
-  ((rc == 5)) && return 3
+  ((rc == 5)) && return "$SKIP"
   return "$rc"
 }
 
-stage_unit() { (cd "$repo" && run_pytest tests/unit); }
+# Spread over the cores, as ansible-test units does.
+stage_unit() { (cd "$repo" && run_pytest -n auto tests/unit); }
 
 stage_vm() {
-  [[ -d "$repo/tests/vm" ]] || { echo "no tests/vm"; return 3; }
+  [[ -d "$repo/tests/vm" ]] || { echo "no tests/vm"; return "$SKIP"; }
   (cd "$repo" && run_pytest tests/vm)
 }
 
@@ -156,7 +158,7 @@ stage_lint() {
   dir=$(collection_copy) || return 1
   [[ -d "$dir/roles" ]] && targets+=(roles)
   [[ -d "$dir/examples" ]] && targets+=(examples)
-  ((${#targets[@]})) || { echo "no roles or examples"; return 3; }
+  ((${#targets[@]})) || { echo "no roles or examples"; return "$SKIP"; }
   # The copy sits in a collections tree: that is how ansible-lint finds kernel.kmod.
   (cd "$dir" && ANSIBLE_COLLECTIONS_PATH=${dir%/ansible_collections/*} ansible-lint --offline --nocolor "${targets[@]}")
 }
@@ -165,7 +167,7 @@ stage_changelog() { (cd "$repo" && antsibull-changelog lint -v); }
 
 # The scenario's own runner (tests/molecule.sh) resolves kernel.kmod to this checkout.
 stage_molecule() {
-  compgen -G "extensions/molecule/*/molecule.yml" >/dev/null || { echo "no molecule scenario"; return 3; }
+  compgen -G "extensions/molecule/*/molecule.yml" >/dev/null || { echo "no molecule scenario"; return "$SKIP"; }
   bash tests/molecule.sh
 }
 
@@ -180,7 +182,7 @@ run_stage() {
   local took=$((SECONDS - start))
   case $rc in
     0) passed+=("$name"); echo "--- $name: passed (${took} s)" ;;
-    3) skipped+=("$name"); echo "--- $name: skipped (${took} s)" ;;
+    "$SKIP") skipped+=("$name"); echo "--- $name: skipped (${took} s)" ;;
     *) failed+=("$name"); echo "--- $name: FAILED, status $rc (${took} s)" ;;
   esac
 }
