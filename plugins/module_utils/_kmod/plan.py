@@ -21,7 +21,7 @@ import typing as t
 
 from .atomic import read_bytes, remove_if_exists, write_if_changed
 from .config_edit import parse_lines
-from .elf import parse_module
+from .elf import ModuleElf, parse_module
 from .errors import KmodError, LoaderError, ModuleLookupError
 from .file import read_module_bytes
 from .kstate import KernelState
@@ -176,19 +176,34 @@ class Planner:
         self.db = db or ModuleDB(paths)
         self.kstate = kstate or KernelState(paths)
         self.loaded = self.kstate.loaded()
-        self._kernel_names: dict[str, str] = {}
+        self._elves: dict[str, ModuleElf] = {}
         self._orphans: set[str] | None = None
 
     # --- module identity -------------------------------------------------------------
 
+    def _elf(self, path: str) -> ModuleElf:
+        if path not in self._elves:
+            data, _ = read_module_bytes(path)
+            self._elves[path] = parse_module(data, path)
+        return self._elves[path]
+
     def kernel_name_of_file(self, path: str) -> str:
         """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
-        if path not in self._kernel_names:
-            data, _ = read_module_bytes(path)
-            elf = parse_module(data, path)
-            name = elf.this_module_name or elf.get("name") or modname_from_path(path)
-            self._kernel_names[path] = modname_normalize(name)
-        return self._kernel_names[path]
+        elf = self._elf(path)
+        return modname_normalize(elf.this_module_name or elf.get("name") or modname_from_path(path))
+
+    def _missing_providers(self, path: str, loading: set[str]) -> dict[str, list[str]]:
+        """Modules that export what the file needs but are not loaded: module -> symbols.
+
+        Symbols modules.symbols does not know come from the kernel image itself.
+        """
+        index = self.db.index("modules.symbols")
+        missing: dict[str, list[str]] = {}
+        for symbol, _, weak in ([] if index is None else self._elf(path).undefined()):
+            provider = None if weak else index.search(f"symbol:{symbol}")
+            if provider and modname_normalize(provider) not in self.loaded.keys() | loading:
+                missing.setdefault(modname_normalize(provider), []).append(symbol)
+        return missing
 
     def _has_orphans(self) -> bool:
         """Whether some loaded module is unknown to the tree by file name.
@@ -310,6 +325,14 @@ class Planner:
                 self._compare_params(result, kname, params)
             result.action = "already_loaded"
             return
+        missing = self._missing_providers(path, will_load)
+        if missing:
+            needs = "; ".join(f"{m} ({', '.join(syms[:3])}{', ...' if len(syms) > 3 else ''})"
+                              for m, syms in missing.items())
+            raise ModuleLookupError(f"Cannot load {path} alone: it needs symbols from modules that "
+                                    f"are not loaded: {needs}. Load those first, or load the module "
+                                    f"by name to get its dependencies", name=path,
+                                    missing=sorted(missing))
         actions.append(Insert(kname, path, options))
         result.inserted.append(kname)
         will_load.add(kname)

@@ -217,8 +217,21 @@ def test_insmod_of_a_file_alone(sys61, tmp_path):
 
 
 def test_insmod_unresolved_symbols_is_a_clear_error(sys61):
-    with pytest.raises(LoaderError, match="'nf_nat'.*unknown symbol"):
-        sys61.apply([sys61.kernel.paths["nf_nat"]])
+    path = sys61.kernel.paths["nf_nat"]
+    with pytest.raises(ModuleLookupError, match="nf_nat.ko alone: it needs symbols from") as info:
+        sys61.plan([path])
+    # the modules kmod's modinfo names as its direct dependencies
+    depends = subprocess.run(["modinfo", "-F", "depends", path], capture_output=True, text=True,
+                             check=True).stdout.strip().split(",")
+    assert info.value.details["missing"] == sorted(depends)
+    sys61.apply(["nf_conntrack"])
+    assert sys61.apply([path]).results[0].inserted == ["nf_nat"]
+
+
+def test_kernel_reports_unknown_symbol_clearly(sys61):
+    sys61.kernel.fail["finit_module"] = [errno.ENOENT]
+    with pytest.raises(LoaderError, match="'dummy'.*unknown symbol"):
+        sys61.apply([sys61.kernel.paths["dummy"]])
 
 
 def test_kernel_name_differs_from_file_name(scratch_kernel):
