@@ -25,7 +25,8 @@ options:
       - Module name, alias (for example C(devname:vfio/vfio) or C(symbol:nf_nat_setup_info)), or a list of them.
       - List order is load order.
       - An absolute path to a C(.ko), C(.ko.xz), C(.ko.zst) or C(.ko.gz) file loads that file alone, like
-        C(insmod); its dependencies must already be loaded.
+        C(insmod). Its dependencies must already be loaded; if they are not, the task fails before
+        loading anything and names the modules that export the missing symbols.
       - Names that are empty or hold whitespace or control characters are rejected before anything is touched.
     type: raw
     required: true
