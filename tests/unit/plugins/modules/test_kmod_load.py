@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kernel.kmod.plugins.modules import kmod_load
 
@@ -18,17 +17,14 @@ from fake_kernel import FakeKernel  # noqa: E402
 
 
 @pytest.fixture
-def target(scratch_kernel, monkeypatch, capsys):
+def target(scratch_kernel, monkeypatch, run_module):
     tree = scratch_kernel("6.1")
     kernel = FakeKernel(tree.root, tree.release)
     monkeypatch.setattr(kmod_load, "LinuxSyscalls", lambda: kernel)
 
     def run(check_mode: bool = False, diff: bool = False, **args):
-        args = {"root": str(tree.root), "kernel_release": tree.release, **args,
-                "_ansible_check_mode": check_mode, "_ansible_diff": diff}
-        with patch_module_args(args), pytest.raises(SystemExit):
-            kmod_load.main()
-        return json.loads(capsys.readouterr().out)
+        return run_module(kmod_load, check=check_mode, diff=diff, root=str(tree.root),
+                          kernel_release=tree.release, **args)
 
     run.tree, run.kernel = tree, kernel
     return run
