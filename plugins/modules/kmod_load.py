@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ description:
   - Modules are inserted with C(finit_module) (the kernel decompresses the file where
     C(/sys/module/compression) allows it), else decompressed here and passed to C(init_module).
 author:
-  - kernel.kmod developers
+  - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
   - kernel.kmod.common
   - kernel.kmod.common.attributes

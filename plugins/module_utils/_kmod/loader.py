@@ -145,7 +145,7 @@ class Loader:
                 except OSError as exc:
                     if exc.errno != errno.ENOSYS:
                         raise
-        image, _ = read_module_bytes(path)
+        image, _compression = read_module_bytes(path)
         self.syscalls.init_module(image, options)
 
     def remove(self, module: str) -> bool:

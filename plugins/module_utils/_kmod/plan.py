@@ -139,7 +139,7 @@ def _split_params(options: str) -> dict[str, str]:
         words = shlex.split(options)
     except ValueError as exc:
         raise KmodError(f"Invalid params {options!r}: {exc}", params=options) from exc
-    return {k: v for k, _, v in (w.partition("=") for w in words)}
+    return {k: v for k, _sep, v in (w.partition("=") for w in words)}
 
 
 def _same_value(requested: str, loaded: str) -> bool:
@@ -183,7 +183,7 @@ class Planner:
 
     def _elf(self, path: str) -> ModuleElf:
         if path not in self._elves:
-            data, _ = read_module_bytes(path)
+            data, _compression = read_module_bytes(path)
             self._elves[path] = parse_module(data, path)
         return self._elves[path]
 
@@ -199,7 +199,7 @@ class Planner:
         """
         index = self.db.index("modules.symbols")
         missing: dict[str, list[str]] = {}
-        for symbol, _, weak in ([] if index is None else self._elf(path).undefined()):
+        for symbol, _crc, weak in ([] if index is None else self._elf(path).undefined()):
             provider = None if weak else index.search(f"symbol:{symbol}")
             if provider and modname_normalize(provider) not in self.loaded.keys() | loading:
                 missing.setdefault(modname_normalize(provider), []).append(symbol)
@@ -425,7 +425,7 @@ class Planner:
         for module, result in order:
             actions.append(Remove(module))
             result.removed.append(module)
-        gone = {r for r, _ in order}
+        gone = {r for r, _result in order}
         sweep: dict[str, tuple[str, tuple[str, ...], str]] = {}
         for top, members in closures.items():
             for m in members:
@@ -436,7 +436,7 @@ class Planner:
         for result in results:
             if result.removed or result.commands:
                 result.action = "removed"
-        before = sorted(m for m, _ in order)
+        before = sorted(m for m, _result in order)
         return results, actions, self._runtime_diff(before, [])
 
     def _removal_targets(self, result: ModuleResult) -> list[tuple[str, Module | None]]:
@@ -621,7 +621,7 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
             loader.remove(action.module)
         elif isinstance(action, RunCommand):
             command = action.command.replace("$CMDLINE_OPTS", action.options)
-            rc, _, err = run(command, {"MODPROBE_MODULE": action.module})
+            rc, _out, err = run(command, {"MODPROBE_MODULE": action.module})
             if rc != 0:
                 raise KmodError(f"Command for module {action.module} failed (exit {rc}): "
                                 f"{command}: {err.strip()}", module=action.module, rc=rc)

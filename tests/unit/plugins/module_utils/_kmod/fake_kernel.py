@@ -80,7 +80,7 @@ class FakeKernel(FakeSyscalls):
         self.paths: dict[str, str] = {}
         with open(self.moddir / "modules.dep", encoding="utf-8") as f:
             for line in f:
-                path, _, deps = line.partition(":")
+                path, _sep, deps = line.partition(":")
                 name = _file_modname(path)
                 self.deps[name] = [_file_modname(d) for d in deps.split()]
                 self.paths[name] = str(self.moddir / path)
@@ -132,7 +132,7 @@ class FakeKernel(FakeSyscalls):
         (mod / "initstate").write_text("live\n")
         (mod / "refcnt").write_text("0\n")
         for word in params.split():
-            key, _, value = word.partition("=")
+            key, _sep, value = word.partition("=")
             if key not in self.hidden_params:
                 (mod / "parameters" / key).write_text(value.strip('"') + "\n")
         for dep in deps:
