@@ -33,7 +33,6 @@ from pathlib import Path
 import yaml
 
 from images import VM_CACHE, VMImage, image
-from kernels import CACHE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -55,20 +54,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def collections_path() -> str:
+def collections_path(scratch: Path) -> str:
     """ANSIBLE_COLLECTIONS_PATH under which kernel.kmod is this repository.
 
-    tests/conftest.py maintains the link in the cache; a checkout that already sits in
-    an ansible_collections/kernel/kmod tree is used as it is.
+    A checkout inside an ansible_collections/kernel/kmod tree is used as it is; otherwise
+    a private link in `scratch` (a shared link could be repointed by another checkout's
+    test session while this one runs).
     """
     if REPO.parts[-3:-2] == ("ansible_collections",):
         return str(REPO.parents[2])
-    base = CACHE / "collections"
-    link = base / "ansible_collections" / "kernel" / "kmod"
-    if link.resolve() != REPO:
-        raise RuntimeError(f"{link} does not point to {REPO}: import tests/conftest.py first "
-                           "(run under pytest from the repository)")
-    return str(base)
+    link = scratch / "ansible_collections" / "kernel" / "kmod"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(REPO)
+    return str(scratch)
 
 
 @dataclass
@@ -158,7 +156,7 @@ def ansible_playbook(vms: t.Sequence[VM], playbook: str | Path | list, *,
                *(["--diff"] if diff else []), *args, str(book)]
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="kmod_vm_json",
                    ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
-                   ANSIBLE_COLLECTIONS_PATH=collections_path(),
+                   ANSIBLE_COLLECTIONS_PATH=collections_path(tmp / "collections"),
                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="True",
                    ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False",
                    ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"))
