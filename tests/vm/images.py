@@ -31,6 +31,9 @@ import time
 import typing as t
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernels import CACHE, KERNELS, KernelTree, kernel_package, pristine_root  # noqa: E402
 
@@ -217,12 +220,25 @@ def _initrd_modules(tree: KernelTree) -> list[Path]:
     return files
 
 
+def _static_busybox() -> Path:
+    """This machine's busybox, which must run without a libc in the initramfs."""
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    try:
+        with open(busybox, "rb") as stream:
+            dynamic = any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(stream).iter_segments())
+    except (OSError, ELFError) as exc:
+        raise RuntimeError(f"no usable busybox ({exc}): apt-get install busybox-static") from exc
+    if dynamic:
+        raise RuntimeError(f"{busybox} is dynamically linked: apt-get install busybox-static")
+    return busybox
+
+
 def _build_initrd(tree: KernelTree, dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".initrd-", dir=VM_CACHE) as tmpdir:
         tmp = Path(tmpdir)
         for sub in ("bin", "modules", "dev"):
             (tmp / sub).mkdir()
-        shutil.copy2("/bin/busybox", tmp / "bin/busybox")
+        shutil.copy2(_static_busybox(), tmp / "bin/busybox")
         (tmp / "init").write_text(INITRD_INIT)
         (tmp / "init").chmod(0o755)
         os.mknod(tmp / "dev/console", 0o600 | 0o020000, os.makedev(5, 1))
