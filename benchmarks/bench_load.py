@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
-import conftest  # noqa: E402,F401  (links kernel.kmod into the collections cache)
+# conftest links kernel.kmod into the collections cache when imported.
+import conftest  # noqa: E402,F401 pylint: disable=unused-import
 import kernels  # noqa: E402
 from qemu import VM, ansible_playbook  # noqa: E402
 
@@ -79,6 +80,7 @@ def bench_resolution(key: str) -> None:
     print(f"{'modprobe --show-depends per name':<36}{kmod[0]:9.1f}s{kmod[1]:9.1f}s")
     print(f"{'ratio (kmod_load / modprobe)':<36}{ours[0] / kmod[0]:10.3f}{ours[1] / kmod[1]:10.3f}")
     print(f"names whose show_depends differ from modprobe: {len(differ)} {differ[:10]}")
+
 
 def bench_dir() -> Path:
     """A playbook directory whose collections/ holds community.general from the `ansible`
@@ -138,7 +140,7 @@ def bench_vm(key: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--kernel", default="6.12", choices=sorted(kernels.KERNELS))
     parser.add_argument("--skip-vm", action="store_true", help="only the resolution benchmark")
     args = parser.parse_args()

@@ -403,8 +403,8 @@ class Planner:
                 ref[1].discard(module)
                 ref[0] = max(ref[0] - 1, 0)
 
-    def _plan_absent(self, names: t.Sequence[str]) -> tuple[list[ModuleResult], list[Action],
-                                                             dict[str, str] | None]:
+    def _plan_absent(self, names: t.Sequence[str]
+                     ) -> tuple[list[ModuleResult], list[Action], dict[str, str] | None]:
         results: list[ModuleResult] = []
         actions: list[Action] = []
         targets: dict[str, ModuleResult] = {}
