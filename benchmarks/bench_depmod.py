@@ -14,6 +14,7 @@ Usage: python3 benchmarks/bench_depmod.py [6.1] [6.12]
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-import conftest  # noqa: E402,F401  (links the repository into the test collections path)
+# tests/conftest.py links this repository into CACHE/collections when it is imported.
+importlib.import_module("conftest")
 from kernels import CACHE, KernelTree, pristine_root, scratch_root  # noqa: E402
 
 INDEXES = ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",

@@ -35,8 +35,8 @@ def assert_same_as_depmod(tree: KernelTree, result: DepmodResult) -> None:
     for name in OUTPUT_FILES:
         real = (tree.moddir / name).read_bytes()
         assert result.files[name] == real, f"{name} differs from depmod's"
-    written = {p.name for p in tree.moddir.glob("modules.*") if p.name not in ("modules.order", "modules.builtin",
-                                                                              "modules.builtin.modinfo")}
+    inputs = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
+    written = {p.name for p in tree.moddir.glob("modules.*") if p.name not in inputs}
     assert written == set(OUTPUT_FILES)
 
 

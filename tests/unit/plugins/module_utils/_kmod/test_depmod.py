@@ -197,8 +197,8 @@ def test_synthetic_modinfo_devname_softdep_and_brackets(tmp_path):
     make_module(tree.moddir / "extra/dev-a.ko", modinfo=(
         "alias=devname:foo/bar", "alias=char-major-10-123", "softdep=pre: dev_b post: x",
         "alias=odd-name[-_]x", "alias=bad]bracket", "alias=unterminated[x"))
-    make_module(tree.moddir / "extra/dev_b.ko", modinfo=("alias=block-major-8-*", "alias=devname:sdx",
-                                                       "alias=block-major-8-16", "softdep=post: dev_a"))
+    make_module(tree.moddir / "extra/dev_b.ko",
+                modinfo=("alias=block-major-8-*", "alias=devname:sdx", "alias=block-major-8-16", "softdep=post: dev_a"))
     make_module(tree.moddir / "extra/dev_c.ko", modinfo=("alias=devname:lonely",))
     compare(tree)
 

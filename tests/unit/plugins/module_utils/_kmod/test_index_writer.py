@@ -61,8 +61,9 @@ def test_values_priority_and_duplicates():
     assert index.insert(b"k", b"a", 9)
     assert len(index) == 1
     # ascending priority, the later of equal priorities first, duplicates kept (index_add_value)
-    assert (b"\x00\x00\x00\x04" + b"\x00\x00\x00\x01a\x00" + b"\x00\x00\x00\x05c\x00"
-                                     + b"\x00\x00\x00\x05b\x00" + b"\x00\x00\x00\x09a\x00") in index.to_bytes()
+    values = b"\x00\x00\x00\x04" + b"\x00\x00\x00\x01a\x00" + b"\x00\x00\x00\x05c\x00"
+    values += b"\x00\x00\x00\x05b\x00" + b"\x00\x00\x00\x09a\x00"
+    assert values in index.to_bytes()
 
 
 def test_non_ascii_key_is_refused():
