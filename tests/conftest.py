@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 def _collection_path() -> None:
     if "ansible_collections" in REPO.parts:  # already inside a collection tree (ansible-test)
         return
-    base = Path(os.environ.get("KMOD_TEST_CACHE", "/var/cache/kernel-kmod-tests")) / "collections"
+    # One link per checkout: a shared one could be repointed by another checkout's run.
+    digest = hashlib.sha1(str(REPO).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("KMOD_TEST_CACHE", "/var/cache/kernel-kmod-tests")) / "collections" / digest
     link = base / "ansible_collections" / "kernel" / "kmod"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink() or link.resolve() != REPO:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Run the molecule scenario(s) with kernel.kmod resolved to this checkout.
+# Run a molecule scenario (default kmod_role) with kernel.kmod resolved to this checkout.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-base=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}/collections
+# A private link per run: a shared one could be repointed by another checkout mid-run.
+base=$(mktemp -d "${TMPDIR:-/tmp}/kmod-molecule.XXXXXX")
+trap 'rm -rf "$base"' EXIT
 mkdir -p "$base/ansible_collections/kernel"
-ln -sfn "$repo" "$base/ansible_collections/kernel/kmod"
+ln -s "$repo" "$base/ansible_collections/kernel/kmod"
 export ANSIBLE_COLLECTIONS_PATH="$base"
 cd "$repo"
-exec molecule test -s "${1:-kmod_role}" "${@:2}"
+molecule test -s "${1:-kmod_role}" "${@:2}"
