@@ -92,6 +92,7 @@ _INSERT_REASONS = {
     errno.EBUSY: "another load of the same module is in progress",
     errno.ETXTBSY: "module file is open for writing",
     errno.ENOMEM: "out of memory",
+    errno.ENOSYS: "this kernel has no loadable module support",
 }
 
 _REMOVE_REASONS = {
@@ -99,6 +100,7 @@ _REMOVE_REASONS = {
     errno.EAGAIN: "module is in use",
     errno.EPERM: "operation not permitted: module unloading is disabled, the kernel is "
                  "locked down, or CAP_SYS_MODULE is missing",
+    errno.ENOSYS: "this kernel has no loadable module support",
 }
 
 

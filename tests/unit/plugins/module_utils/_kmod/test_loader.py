@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import typing as t
 
 import pytest
 from fake_kernel import FakeSyscalls
@@ -53,6 +54,14 @@ def test_enosys_from_finit_falls_back_to_init_module(plain_ko):
         image = f.read()
     assert [c[0] for c in sys.calls] == ["finit_module", "init_module"]
     assert sys.calls[1] == ("init_module", image, "")
+
+
+def test_enosys_from_both_means_no_module_support(plain_ko):
+    sys = FakeSyscalls()
+    sys.fail["finit_module"] = [errno.ENOSYS]
+    sys.fail["init_module"] = [errno.ENOSYS]
+    with pytest.raises(LoaderError, match="'dummy'.*no loadable module support"):
+        Loader(sys).insert(plain_ko, "dummy")
 
 
 def test_eexist_means_already_loaded(plain_ko):
@@ -114,11 +123,46 @@ def test_remove_errors(err, words):
         Loader(sys).remove("dummy")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="needs an unprivileged user")
-def test_real_syscalls_report_eperm_without_cap_sys_module(plain_ko):
-    with pytest.raises(LoaderError) as info:
-        Loader(LinuxSyscalls()).insert(plain_ko, "dummy")
-    assert info.value.errno == errno.EPERM
-    with pytest.raises(LoaderError) as info:
-        Loader(LinuxSyscalls()).remove("dummy")
-    assert info.value.errno == errno.EPERM
+def _unprivileged(fn: t.Callable[[], list[str]]) -> list[str]:
+    """fn() in a forked child that runs as nobody when we are root; its returned lines."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            os.write(write_end, "\n".join(fn()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return out.splitlines()
+
+
+def test_real_syscalls_fail_cleanly_without_cap_sys_module(plain_ko):
+    """The ctypes layer for real, as a user that can never load or remove anything."""
+    with open(plain_ko, "rb") as f:
+        path = f"/proc/self/fd/{f.fileno()}"  # still readable after dropping privileges
+
+        def calls() -> list[str]:
+            out = []
+            for call in (lambda: Loader(LinuxSyscalls()).insert(path, "dummy"),
+                         lambda: Loader(LinuxSyscalls()).remove("dummy")):
+                try:
+                    call()
+                    out.append("no error")
+                except LoaderError as exc:
+                    out.append(f"{errno.errorcode[exc.errno]} {exc.msg}")
+            return out
+
+        lines = _unprivileged(calls)
+    # EPERM without CAP_SYS_MODULE; ENOSYS where the kernel has no module support at all.
+    assert lines[0].split()[0] in ("EPERM", "ENOSYS") and "'dummy'" in lines[0], lines
+    assert lines[1].split()[0] in ("EPERM", "ENOSYS") and "remove module 'dummy'" in lines[1], lines
