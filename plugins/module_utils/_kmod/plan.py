@@ -95,7 +95,9 @@ class ModuleResult:
     files: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, t.Any]:
-        return dataclasses.asdict(self)
+        # Shallow: the values are plain lists/dicts of strings (asdict's deep copy costs
+        # a noticeable share of a 4000-name run).
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
