@@ -92,11 +92,14 @@ def main(keys: list[str], repeat: int = 2) -> None:
     """Each measurement is the best of ``repeat`` runs: the machine may be shared."""
     with tempfile.TemporaryDirectory(prefix="bench-depmod-") as tmp:
         for key in keys:
+            load_before = os.getloadavg()[0]
             runs = [run(key, Path(tmp) / f"{key}-{i}") for i in range(repeat)]
+            load_after = os.getloadavg()[0]
             best = {m: min(r[m] for r in runs) for m in ("depmod", "cold", "warm", "cold_elapsed", "warm_elapsed")}
             r = runs[0]
             print(f"{key}: {r['modules']} modules, output identical to depmod: "
-                  f"{all(x['identical'] for x in runs)}, best of {repeat}")
+                  f"{all(x['identical'] for x in runs)}, best of {repeat}, "
+                  f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs")
             print(f"  depmod task           {best['depmod']:7.2f} s")
             print(f"  kmod_depmod cold task {best['cold']:7.2f} s  (module's own time {best['cold_elapsed']:.2f} s)"
                   f"  ratio {best['cold'] / best['depmod']:.2f}")
