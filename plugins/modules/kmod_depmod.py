@@ -163,22 +163,27 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import Km
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
-def _dep_lines(data: bytes | None) -> dict[str, str]:
-    """modules.dep as {module path: line}."""
-    text = (data or b"").decode("utf-8", "replace")
-    return {line.split(":", 1)[0]: line for line in text.splitlines() if line}
+# The text indexes whose changes the diff shows, line by line (modules.symbols would
+# add hundreds of lines per module for little insight).
+DIFF_FILES = ("modules.dep", "modules.alias", "modules.softdep", "modules.devname")
 
 
-def dep_diff(moddir: str, old: bytes | None, new: bytes, files: list[str]) -> dict[str, str]:
-    """Modules added, removed or with other dependencies, as modules.dep lines (not index bytes)."""
-    before, after = _dep_lines(old), _dep_lines(new)
-    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
-    header = "".join(f"# {name}\n" for name in files)
+def summary_diff(moddir: str, old: dict[str, bytes | None], new: dict[str, bytes]) -> dict[str, str]:
+    """Lines that disappear from or appear in modules.dep, .alias, .softdep and .devname:
+    modules added, removed, or with other dependencies or aliases (not index bytes)."""
+    before, after = [], []
+    for name in DIFF_FILES:
+        old_lines = set((old[name] or b"").decode("utf-8", "replace").splitlines())
+        new_lines = set(new[name].decode("utf-8", "replace").splitlines())
+        removed, added = sorted(old_lines - new_lines), sorted(new_lines - old_lines)
+        if removed or added:
+            before += [f"# {name}"] + removed
+            after += [f"# {name}"] + added
     return {
-        "before_header": f"{moddir}/modules.dep (changed modules only)",
-        "after_header": f"{moddir}/modules.dep (changed modules only)",
-        "before": header + "".join(before[p] + "\n" for p in changed if p in before),
-        "after": header + "".join(after[p] + "\n" for p in changed if p in after),
+        "before_header": f"{moddir} (changed lines of {', '.join(DIFF_FILES)})",
+        "after_header": f"{moddir} (changed lines of {', '.join(DIFF_FILES)})",
+        "before": "".join(line + "\n" for line in before),
+        "after": "".join(line + "\n" for line in after),
     }
 
 
@@ -211,13 +216,13 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
     else:
         result = depmod.build()
         warnings, unresolved = result.warnings, result.unresolved
-        old_dep = read_bytes(os.path.join(paths.moddir, "modules.dep"))
+        old = {name: read_bytes(os.path.join(paths.moddir, name)) for name in DIFF_FILES}
         changed_files = stale_files(paths.moddir, result.files)
         if not check_mode:
             write_indexes(paths.moddir, result.files)
             depmod.save_cache(result)
         out.update(changed=bool(changed_files), files_changed=changed_files, module_count=len(result.modules),
-                   diff=dep_diff(paths.moddir, old_dep, result.files["modules.dep"], changed_files))
+                   diff=summary_diff(paths.moddir, old, result.files))
     if params["check_unresolved"]:
         out["unresolved"] = unresolved
     out["elapsed"] = round(time.monotonic() - start, 3)

@@ -96,8 +96,10 @@ def test_only_changed_files_are_rewritten_and_diff(capsys, tree, oracle):
     assert "modules.builtin.bin" in untouched
     assert all(before[n] == after[n] for n in untouched)
     diff = res["diff"]
-    assert "kernel/drivers/net/dummy.ko:" in diff["before"] and "dummy" not in diff["after"]
-    assert "kernel/fs/fat/vfat2.ko: kernel/fs/fat/fat.ko" in diff["after"]
+    assert "kernel/drivers/net/dummy.ko:\n" in diff["before"] and "alias rtnl-link-dummy dummy\n" in diff["before"]
+    assert "dummy" not in diff["after"]
+    assert "kernel/fs/fat/vfat2.ko: kernel/fs/fat/fat.ko\n" in diff["after"]
+    assert "alias fs-vfat vfat2\n" in diff["after"]
     assert "snd" not in diff["before"] + diff["after"]  # unchanged modules are not shown
 
 
