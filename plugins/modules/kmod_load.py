@@ -165,6 +165,13 @@ modules:
       type: list
       elements: str
       sample: [numdummies]
+    params_overridden:
+      description:
+        - With O(persistent=present), the requested parameters that a later C(options) line sets again
+          (a C(modprobe.d) file whose name sorts after ours, or the kernel command line), by parameter,
+          with that line's C(file:line). The kernel keeps the last value, so ours would not hold at boot.
+      type: dict
+      sample: {numdummies: "/usr/lib/modprobe.d/systemd.conf:20"}
     files:
       description: Files written or removed because of O(persistent).
       type: list
@@ -227,6 +234,9 @@ def main() -> t.NoReturn:
         if r.params_unverified:
             module.warn(f"Module {r.kernel_name} is loaded; its parameters "
                         f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")
+        for param, source in sorted(r.params_overridden.items()):
+            module.warn(f"Persistent option {param} of {r.module} will not hold at boot: "
+                        f"{source} sets it again later")
     result: dict[str, t.Any] = {"changed": plan.changed,
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:

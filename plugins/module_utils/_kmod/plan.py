@@ -92,6 +92,7 @@ class ModuleResult:
     commands: list[str] = dataclasses.field(default_factory=list)
     params_mismatch: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_unverified: list[str] = dataclasses.field(default_factory=list)
+    params_overridden: dict[str, str] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, t.Any]:
@@ -550,7 +551,28 @@ class Planner:
         if present and params is None:
             return
         options = params if present else None
+        if options:
+            result.params_overridden = self._overriding_options(module, opts_conf, options)
         yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
+
+    def _overriding_options(self, module: str, opts_conf: str, params: str) -> dict[str, str]:
+        """Our persistent params that a later ``options`` line sets again, with its source.
+
+        modprobe joins every matching options line in configuration order (files sorted by
+        basename, the kernel command line last) and the kernel keeps the last value of a
+        parameter, so such a line wins at boot (systemd's own systemd.conf sets
+        ``options dummy numdummies=0``, which beats ``/etc/modprobe.d/dummy.conf``).
+        """
+        wanted = _split_params(params).keys()
+        ours = os.path.basename(opts_conf)
+        overridden: dict[str, str] = {}
+        for entry in self.db.config.options:
+            if entry.modname != module or entry.source.path == opts_conf:
+                continue
+            if entry.source.line == 0 or os.path.basename(entry.source.path) > ours:
+                for key in wanted & _split_params(entry.options).keys():
+                    overridden[key] = str(entry.source)
+        return overridden
 
     def _edit(self, path: str, edit: t.Callable[[str | None], str | None]
               ) -> t.Iterator[tuple[WriteFile, dict[str, str]]]:

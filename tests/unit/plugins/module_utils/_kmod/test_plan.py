@@ -366,3 +366,24 @@ def test_persistent_files(sys61):
     sys61.apply(["dummy"], state="absent", persistent="absent")
     assert not (etc / "modules-load.d/dummy.conf").exists()
     assert (etc / "modprobe.d/dummy.conf").read_text() == "# mine\nalias foo dummy\n"
+
+
+def test_persistent_options_overridden_by_later_lines(sys61):
+    # A file sorting before ours loses to us, one sorting after wins over us: the kernel keeps
+    # the last value of a parameter in the option string modprobe builds.
+    sys61.conf("options dummy numdummies=5\n", "aa-early.conf")
+    sys61.conf("options dummy numdummies=0 unrelated=1\n", "zz-vendor.conf")
+    plan = sys61.apply(["dummy"], params="numdummies=3", persistent="present")
+    insmod = sys61.modprobe("dummy")[-1].split()[2:]
+    last = {k: v for k, _, v in (w.partition("=") for w in insmod)}
+    assert last["numdummies"] != "3"  # modprobe's verdict: ours does not hold at boot
+    assert plan.results[0].params_overridden == {
+        "numdummies": f"{sys61.root}/etc/modprobe.d/zz-vendor.conf:1"}
+
+
+def test_persistent_options_that_hold(sys61):
+    sys61.conf("options dummy numdummies=5\n", "aa-early.conf")
+    plan = sys61.apply(["dummy"], params="numdummies=3", persistent="present")
+    insmod = sys61.modprobe("dummy")[-1].split()[2:]
+    assert {k: v for k, _, v in (w.partition("=") for w in insmod)}["numdummies"] == "3"
+    assert plan.results[0].params_overridden == {}
