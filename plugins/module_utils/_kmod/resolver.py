@@ -290,7 +290,7 @@ class _Pool:
 
     def public(self, mod: _Mod) -> Module:
         self.load_deps(mod)
-        soft = self.db.config.softdep_for(mod.name)
+        soft = self.db.memo(self.db.config.softdep_for, mod.name)
         install, remove = self.install_command(mod), self.remove_command(mod)
         return Module(
             name=mod.name, alias=mod.alias, path=self.get_path(mod), builtin=self.is_builtin(mod),
