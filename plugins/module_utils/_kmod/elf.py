@@ -86,7 +86,8 @@ class ModuleElf:
         self._sym = struct.Struct(order + sym_fmt)
         self._shdr = struct.Struct(order + shdr_fmt)
         try:
-            header = _header_struct(self.little_endian, self.elfclass).parse(data)
+            # only the header's bytes: construct would copy all it is given into a stream
+            header = _header_struct(self.little_endian, self.elfclass).parse(data[:ehdr_size])
         except (ELFError, ConstructError) as exc:
             raise self._error(f"bad ELF header: {exc}") from exc
         self.machine: str = header["e_machine"]
@@ -184,7 +185,7 @@ class ModuleElf:
         list_head (two pointers), then char name[64 - sizeof(long)].
         """
         raw = self.section_bytes(".gnu.linkonce.this_module")
-        start = 3 * self.pointer_size if self.pointer_size == 8 else 12
+        start = 3 * self.pointer_size
         if raw is None or len(raw) < start + 1:
             return None
         name = _cstr(raw[start:start + 64 - self.pointer_size], 0)
