@@ -19,6 +19,7 @@ import marshal
 import multiprocessing
 import os
 import re
+import sys
 import typing as t
 
 from . import atomic
@@ -39,7 +40,7 @@ OUTPUT_FILES = (
     "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
     "modules.devname",
 )
-# Bump when scan_module's output changes, so that old caches are ignored.
+# Bump when the cache file's structure changes. (Code changes are covered by _engine_digest.)
 CACHE_FORMAT = 1
 # Below this many modules to read, forking workers costs more than it saves.
 _PARALLEL_MIN = 64
@@ -291,13 +292,15 @@ class Depmod:
             else:
                 todo.append(mod.path)
         if len(todo) >= _PARALLEL_MIN and self.jobs > 1:
+            workers = min(self.jobs, len(todo) // _PARALLEL_MIN + 1)
             try:
-                pool = multiprocessing.get_context("fork").Pool(min(self.jobs, len(todo) // _PARALLEL_MIN + 1))
+                pool = multiprocessing.get_context("fork").Pool(workers)
             except (OSError, ImportError) as exc:  # e.g. no /dev/shm for the pool's semaphores
                 self.warnings.append(f"reading modules in one process: {exc}")
             else:
+                # big chunks: each round trip costs more than reading a few modules
                 with pool:
-                    results.update(zip(todo, pool.imap(scan_module, todo, chunksize=16)))
+                    results.update(zip(todo, pool.imap(scan_module, todo, chunksize=len(todo) // (workers * 8) + 1)))
                 return results
         results.update((path, scan_module(path)) for path in todo)
         return results
@@ -313,13 +316,13 @@ class Depmod:
                 data = marshal.load(f)
         except (OSError, EOFError, ValueError, TypeError):
             return {}
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("moddir") != self.dirname:
+        if not isinstance(data, dict) or data.get("format") != _cache_format() or data.get("moddir") != self.dirname:
             return {}
         return data
 
     def save_cache(self, result: DepmodResult) -> None:
         """Remember the parsed modules and a summary of result for the next run."""
-        if not self.cache_file:
+        if not self.cache_file or _cache_format() is None:
             return
         summary = {
             "fingerprint": result.fingerprint,
@@ -328,7 +331,7 @@ class Depmod:
         }
         modules = {p: (result.stat_keys[p], r) for p, r in result.scans.items()
                    if p in result.stat_keys and r[0] is None}
-        data = marshal.dumps({"format": CACHE_FORMAT, "moddir": self.dirname, "modules": modules,
+        data = marshal.dumps({"format": _cache_format(), "moddir": self.dirname, "modules": modules,
                               "summary": summary})
         try:
             os.makedirs(os.path.dirname(self.cache_file), mode=0o700, exist_ok=True)
@@ -367,7 +370,7 @@ class Depmod:
         aux = [os.path.join(self.dirname, n) for n in ("modules.order", "modules.builtin", "modules.builtin.modinfo")]
         aux += [p for p in (self.symvers, self.system_map) if p]
         digest = hashlib.sha256(marshal.dumps((
-            CACHE_FORMAT, self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
+            _cache_format(), self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
             self.symvers, self.system_map, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
             [(p, atomic.read_bytes(p)) for p in aux], list(self.warnings),
         )))
@@ -458,17 +461,16 @@ class Depmod:
         unresolved = self.link(mods, scans, symbols)
         self.sort_dependencies(mods)
         files = dict.fromkeys(OUTPUT_FILES, b"")
-        # The alias and symbol tries are the biggest part: build them in a forked child
-        # (which inherits mods and symbols) while this process builds the others.
-        other_half = self._in_child(lambda warnings: (_aliases(mods, warnings), _symbols(symbols)))
+        # The alias trie is the biggest part: build it in a forked child (which inherits
+        # mods) while this process builds the others.
+        other_half = self._in_child(lambda warnings: _aliases(mods, warnings))
         files["modules.dep"], files["modules.dep.bin"] = _deps(mods)
+        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols)
         files["modules.softdep"] = _softdeps(mods)
         files["modules.builtin.bin"] = _builtin_index(self.dirname, self.warnings)
         files["modules.builtin.alias.bin"] = _builtin_alias_index(self.dirname, self.warnings)
         files["modules.devname"] = _devnames(mods, self.warnings)
-        aliases, syms = other_half()
-        files["modules.alias"], files["modules.alias.bin"] = aliases
-        files["modules.symbols"], files["modules.symbols.bin"] = syms
+        files["modules.alias"], files["modules.alias.bin"] = other_half()
         return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys)
 
     def _in_child(self, work: t.Callable[[list[str]], T]) -> t.Callable[[], T]:
@@ -506,6 +508,26 @@ class Depmod:
             self.warnings.extend(warnings)
             return value
         return result
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_format() -> str | None:
+    """CACHE_FORMAT plus a digest of the engine's source and the Python version: a cache
+    made by other code (an older collection) is never used. None when the source is not
+    available, which disables the cache."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT} {sys.version}".encode())
+    for name in (__name__, *(f"{__package__}.{m}" for m in (
+            "atomic", "depmod_config", "elf", "errors", "file", "hashtable", "index_writer", "names"))):
+        module = sys.modules.get(name)
+        loader = getattr(getattr(module, "__spec__", None), "loader", None)
+        try:
+            source = loader.get_source(name) if loader is not None else None
+        except (ImportError, OSError):
+            source = None
+        if source is None:
+            return None
+        digest.update(source.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def _trusted(st: os.stat_result) -> bool:

@@ -275,30 +275,34 @@ class ModuleElf:
             return []
         base, size = self._span(b".strtab")
         data = self.data
-        find = data.find
-        terminated = size > 0 and data[base + size - 1] == 0  # then every name ends inside .strtab
+        undef = [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]
+        if self.machine in ("EM_SPARC", "EM_SPARCV9"):
+            undef = [(n, i) for n, i in undef if i & 0xF != STT_REGISTER]
+        if undef and max(undef)[0] >= size:
+            return []  # libkmod gives up on the whole list (-EINVAL)
+        if size > 0 and data[base + size - 1] == 0:  # every name ends inside .strtab
+            find = data.find
+            names = [data[base + n:find(b"\0", base + n)] for n, _info in undef]
+        else:
+            names = [_cstr(data, base + n) for n, _info in undef]
         versions = self._versions_raw()
         first_index: dict[bytes, int] = {}
         for i, (name, _crc) in enumerate(versions):
             first_index.setdefault(name, i)
-        visited = [False] * len(versions)
-        sparc = self.machine in ("EM_SPARC", "EM_SPARCV9")
+        get = first_index.get
+        matched = set()
         out = []
-        for name_off, info in [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]:
-            if sparc and info & 0xF == STT_REGISTER:
-                continue
-            if name_off >= size:
-                return []  # libkmod gives up on the whole list (-EINVAL)
-            name = data[base + name_off:find(b"\0", base + name_off)] if terminated else _cstr(data, base + name_off)
+        for name, (_n, info) in zip(names, undef):
             if not name:
                 continue
-            idx = first_index.get(name)
-            crc = 0
-            if idx is not None:
-                visited[idx] = True
-                crc = versions[idx][1]
-            out.append((name, crc, info >> 4 == STB_WEAK))
-        out.extend((name, crc, False) for (name, crc), seen in zip(versions, visited) if not seen)
+            idx = get(name)
+            if idx is None:
+                out.append((name, 0, info >> 4 == STB_WEAK))
+            else:
+                matched.add(idx)
+                out.append((name, versions[idx][1], info >> 4 == STB_WEAK))
+        # then the __versions entries no symbol matched (module_layout and the like)
+        out.extend((name, crc, False) for i, (name, crc) in enumerate(versions) if i not in matched)
         return out
 
 
