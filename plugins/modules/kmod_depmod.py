@@ -72,7 +72,8 @@ options:
     default: true
   cache_dir:
     description:
-      - Directory for the cache, on the managed node (not under O(root)). One file per module tree.
+      - Directory for the cache, on the managed node (not under O(root)). One file per module tree;
+        the files of the 8 most recently indexed trees are kept, older ones are removed.
     type: path
     default: /var/cache/kernel-kmod
   jobs:

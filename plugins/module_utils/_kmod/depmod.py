@@ -45,6 +45,7 @@ CACHE_FORMAT = 1
 # Below this many modules to read, forking workers costs more than it saves.
 _PARALLEL_MIN = 64
 _PATH_MAX = 4096
+_CACHE_FILES = 8  # module trees remembered per cache directory
 
 # What depmod needs from one module, packed so that it crosses process boundaries
 # (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
@@ -338,6 +339,7 @@ class Depmod:
             if os.path.exists(self.cache_file) and not _trusted(os.stat(self.cache_file)):
                 atomic.remove_if_exists(self.cache_file)
             atomic.write_if_changed(self.cache_file, data, 0o600)
+            _prune_cache_dir(os.path.dirname(self.cache_file), keep=self.cache_file)
         except (OSError, KmodError) as exc:  # a cache that cannot be written only costs time
             self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
 
@@ -528,6 +530,17 @@ def _cache_format() -> str | None:
             return None
         digest.update(source.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def _prune_cache_dir(directory: str, keep: str, limit: int = _CACHE_FILES) -> None:
+    """Keep the cache files of the most recently indexed module trees only (a host has a
+    few kernels; removed kernels and scratch trees must not pile up)."""
+    others = []
+    for entry in os.scandir(directory):
+        if entry.name.startswith("depmod-") and entry.name.endswith(".marshal") and entry.path != keep:
+            others.append((entry.stat().st_mtime_ns, entry.path))
+    for _mtime, path in sorted(others, reverse=True)[limit - 1:]:
+        atomic.remove_if_exists(path)
 
 
 def _trusted(st: os.stat_result) -> bool:

@@ -345,3 +345,19 @@ def test_single_process_when_no_pool(tree, monkeypatch):
     monkeypatch.setattr(multiprocessing.get_context("fork"), "Pool", no_pool)
     result = compare(tree, jobs=2)
     assert any("one process" in w for w in result.warnings)
+
+
+def test_cache_directory_keeps_the_latest_trees(tree, tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    for i in range(12):
+        old = cache_dir / f"depmod-old{i:02}.marshal"
+        old.write_bytes(b"x")
+        os.utime(old, ns=(i * 10**9, i * 10**9))
+    (cache_dir / "unrelated").write_text("kept")
+    paths = KmodPaths(str(tree.root), tree.release)
+    depmod = Depmod(paths, config_paths=[], cache_file=default_cache_file(paths, str(cache_dir)))
+    depmod.save_cache(depmod.build())
+    names = sorted(p.name for p in cache_dir.iterdir())
+    assert names == sorted([os.path.basename(default_cache_file(paths)), "unrelated"]
+                           + [f"depmod-old{i:02}.marshal" for i in range(5, 12)])
