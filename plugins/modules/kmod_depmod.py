@@ -151,6 +151,7 @@ elapsed:
 """
 
 import os
+import re
 import time
 import typing as t
 
@@ -193,6 +194,9 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
     if params["jobs"] < 0:
         raise KmodError(f"jobs must be 0 (one per CPU) or more, not {params['jobs']}")
     paths = KmodPaths.from_params(params)
+    # depmod accepts only "N.N..." (is_version_number); a '/' would leave lib/modules
+    if "/" in paths.kernel_release or not re.match(r"\d+\.\d+", paths.kernel_release):
+        raise KmodError(f"kernel_release {paths.kernel_release!r} is not a kernel version")
     system_map = params["system_map"] and paths.under(params["system_map"])
     symvers = params["symvers"] and paths.under(params["symvers"])
     if params["check_unresolved"] and not (system_map or symvers):

@@ -191,6 +191,8 @@ def test_config_dirs_under_root(capsys, tree, oracle):
 @pytest.mark.parametrize("args, message", [
     ({"jobs": -1}, "jobs"),
     ({"kernel_release": "0.0.0-none"}, "does not exist"),
+    ({"kernel_release": "6.1/../../etc"}, "not a kernel version"),
+    ({"kernel_release": "latest"}, "not a kernel version"),
 ])
 def test_bad_input(capsys, tree, args, message):
     res = run_module(capsys, tree, **args)
