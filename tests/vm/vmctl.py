@@ -5,6 +5,7 @@
     vmctl.py start NAME --kernel 6.1 [--port P] boot, wait for ssh, print its host vars (JSON)
     vmctl.py run NAME -- CMD...                 run a command in the guest over ssh
     vmctl.py reboot NAME                        reboot the guest (disk changes are kept)
+    vmctl.py console NAME                       print its serial console (boot log, sshd)
     vmctl.py stop NAME                          kill it (the snapshot disk is dropped)
     vmctl.py inventory [NAME...]                YAML inventory of the running named VMs
 """
@@ -30,7 +31,8 @@ def _running(names: list[str]) -> list[VM]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build")
     start = sub.add_parser("start")
@@ -39,17 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--port", type=int)
     start.add_argument("--memory", type=int, default=2048)
     start.add_argument("--smp", type=int, default=2)
-    for name in ("stop", "reboot"):
+    for name in ("stop", "reboot", "console"):
         sub.add_parser(name).add_argument("name")
     run = sub.add_parser("run")
     run.add_argument("name")
     run.add_argument("command", nargs="+")
     sub.add_parser("inventory").add_argument("names", nargs="*")
     args = parser.parse_args(argv)
-    known = args.cmd in ("stop", "reboot", "run") and (RUN_DIR / args.name / "state.json").exists()
+    named = ("stop", "reboot", "run", "console")
+    known = args.cmd in named and (RUN_DIR / args.name / "state.json").exists()
     if args.cmd == "stop" and not known:
         return 0  # already gone: destroy stays idempotent
-    if args.cmd in ("reboot", "run") and not known:
+    if args.cmd in named and not known:
         parser.error(f"no VM named {args.name} was started with vmctl.py")
 
     if args.cmd == "build":
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         VM.attach(args.name).stop()
     elif args.cmd == "reboot":
         VM.attach(args.name).reboot()
+    elif args.cmd == "console":
+        print(VM.attach(args.name).console(), end="")
     elif args.cmd == "run":
         # One word is a shell command line, several are an argv.
         command = args.command[0] if len(args.command) == 1 else args.command
