@@ -53,7 +53,7 @@ def _locked(name: str) -> t.Iterator[None]:
 
 def kernel_package(key: str) -> Path:
     """The cached .deb of a kernel, downloaded on first use."""
-    package, _ = KERNELS[key]
+    package = KERNELS[key][0]
     with _locked(package):
         found = glob.glob(str(CACHE / f"{package}_*.deb"))
         if not found:
