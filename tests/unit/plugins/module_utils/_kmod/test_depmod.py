@@ -8,19 +8,16 @@ import lzma
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-from depmod_trees import (  # noqa: E402
+from depmod_trees import (  # on sys.path through this directory's conftest.py
     assert_same_as_depmod, compare, depmod_warnings, empty_tree, fake_kernel_symbols, make_module, ours,
     real_depmod, small_tree)
 
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (  # noqa: E402
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
     OUTPUT_FILES, Depmod, default_cache_file, stale_files, write_indexes)
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import DependencyCycleError  # noqa: E402
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths  # noqa: E402
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import DependencyCycleError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
 @pytest.mark.parametrize("key", ["6.1", "6.12"])
