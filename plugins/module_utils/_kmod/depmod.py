@@ -528,7 +528,8 @@ def _cache_format() -> str | None:
             source = None
         if source is None:
             return None
-        digest.update(source.encode("utf-8", "surrogateescape"))
+        # Ansible's collection loader returns bytes, importlib's loaders str
+        digest.update(source if isinstance(source, bytes) else source.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
