@@ -14,7 +14,6 @@ Usage: python3 benchmarks/bench_depmod.py [6.1] [6.12]
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -24,9 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-# tests/conftest.py links this repository into CACHE/collections when it is imported.
-importlib.import_module("conftest")
-from kernels import CACHE, KernelTree, pristine_root, scratch_root  # noqa: E402
+from collection_link import checkout_collections_path  # noqa: E402
+from kernels import KernelTree, pristine_root, scratch_root  # noqa: E402
 
 INDEXES = ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
            "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
@@ -70,7 +68,7 @@ def run(key: str, work: Path) -> dict:
     book = work / f"bench-{key}.yml"
     out = work / f"results-{key}.json"
     book.write_text(json.dumps(playbook(*trees, str(work / "cache"), out)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(CACHE / "collections"),
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=checkout_collections_path(),
                ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(book)], env=env,

@@ -26,8 +26,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
-# conftest links kernel.kmod into the collections cache when imported.
-import conftest  # noqa: E402,F401 pylint: disable=unused-import
 import kernels  # noqa: E402
 from qemu import VM, ansible_playbook  # noqa: E402
 

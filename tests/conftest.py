@@ -3,36 +3,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _collection_path() -> None:
-    if "ansible_collections" in REPO.parts:  # already inside a collection tree (ansible-test)
-        return
-    # One link per checkout: a shared one could be repointed by another checkout's run.
-    digest = hashlib.sha1(str(REPO).encode()).hexdigest()[:12]
-    base = Path(os.environ.get("KMOD_TEST_CACHE", "/var/cache/kernel-kmod-tests")) / "collections" / digest
-    link = base / "ansible_collections" / "kernel" / "kmod"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink() or link.resolve() != REPO:
-        tmp = link.with_name(f".kmod-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(REPO)
-        tmp.replace(link)
-    sys.path.insert(0, str(base))
-
-
-_collection_path()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from collection_link import checkout_collections_path  # noqa: E402
 from kernels import KernelTree, pristine_root, scratch_root  # noqa: E402
+
+sys.path.insert(0, checkout_collections_path())
 
 
 @pytest.fixture(scope="session")

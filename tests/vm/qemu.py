@@ -32,10 +32,10 @@ from pathlib import Path
 
 import yaml
 
-from images import VM_CACHE, VMImage, image
+from images import VM_CACHE, VMImage, image  # (puts tests/ on sys.path)
+from collection_link import link_collection  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 # Under TCG on a shared 2-core machine a boot can take minutes when others are busy.
 BOOT_TIMEOUT = float(os.environ.get("KMOD_VM_BOOT_TIMEOUT", "420"))
 RUN_DIR = VM_CACHE / "run"
@@ -52,21 +52,6 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     """In the qemu child before exec: SIGKILL when the parent exits (PR_SET_PDEATHSIG)."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def collections_path(scratch: Path) -> str:
-    """ANSIBLE_COLLECTIONS_PATH under which kernel.kmod is this repository.
-
-    A checkout inside an ansible_collections/kernel/kmod tree is used as it is; otherwise
-    a private link in `scratch` (a shared link could be repointed by another checkout's
-    test session while this one runs).
-    """
-    if REPO.parts[-3:-2] == ("ansible_collections",):
-        return str(REPO.parents[2])
-    link = scratch / "ansible_collections" / "kernel" / "kmod"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPO)
-    return str(scratch)
 
 
 @dataclass
@@ -156,7 +141,7 @@ def ansible_playbook(vms: t.Sequence[VM], playbook: str | Path | list, *,
                *(["--diff"] if diff else []), *args, str(book)]
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="kmod_vm_json",
                    ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
-                   ANSIBLE_COLLECTIONS_PATH=collections_path(tmp / "collections"),
+                   ANSIBLE_COLLECTIONS_PATH=link_collection(tmp / "collections"),
                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="True",
                    ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False",
                    ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"))
