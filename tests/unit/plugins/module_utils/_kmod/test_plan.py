@@ -375,7 +375,7 @@ def test_persistent_options_overridden_by_later_lines(sys61):
     sys61.conf("options dummy numdummies=0 unrelated=1\n", "zz-vendor.conf")
     plan = sys61.apply(["dummy"], params="numdummies=3", persistent="present")
     insmod = sys61.modprobe("dummy")[-1].split()[2:]
-    last = {k: v for k, _, v in (w.partition("=") for w in insmod)}
+    last = {k: v for k, _sep, v in (w.partition("=") for w in insmod)}
     assert last["numdummies"] != "3"  # modprobe's verdict: ours does not hold at boot
     assert plan.results[0].params_overridden == {
         "numdummies": f"{sys61.root}/etc/modprobe.d/zz-vendor.conf:1"}
@@ -385,5 +385,5 @@ def test_persistent_options_that_hold(sys61):
     sys61.conf("options dummy numdummies=5\n", "aa-early.conf")
     plan = sys61.apply(["dummy"], params="numdummies=3", persistent="present")
     insmod = sys61.modprobe("dummy")[-1].split()[2:]
-    assert {k: v for k, _, v in (w.partition("=") for w in insmod)}["numdummies"] == "3"
+    assert {k: v for k, _sep, v in (w.partition("=") for w in insmod)}["numdummies"] == "3"
     assert plan.results[0].params_overridden == {}
