@@ -16,7 +16,10 @@ def release(vm: VM) -> str:
     return vm.run("uname -r", check=True).stdout.strip()
 
 
-def test_new_module_in_extra_is_indexed_then_loaded(vm: VM) -> None:
+def test_new_module_in_extra_is_indexed_then_loaded(vm_6_1: VM) -> None:
+    # One kernel: a whole-tree depmod under TCG costs minutes, and the unit tests already
+    # prove byte identity on both trees; this proves it on a live system.
+    vm = vm_6_1
     rel = release(vm)
     moddir = f"/lib/modules/{rel}"
     src = vm.run("modinfo -n dummy", check=True).stdout.strip()
