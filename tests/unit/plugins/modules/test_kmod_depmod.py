@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod import atomic
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import OUTPUT_FILES
@@ -19,15 +18,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../module_utils/_kmo
 from depmod_trees import empty_tree, make_module, real_depmod, small_tree  # noqa: E402
 
 
-def run_module(capsys, tree, check=False, diff=True, **args):
-    """main() as Ansible runs it; returns the result."""
-    args = {"root": str(tree.root), "kernel_release": tree.release, "cache": False, **args,
-            "_ansible_check_mode": check, "_ansible_diff": diff}
-    with patch_module_args(args), pytest.raises(SystemExit) as exc:
-        kmod_depmod.main()
-    result = json.loads(capsys.readouterr().out)
-    assert bool(exc.value.code) == bool(result.get("failed"))
-    return result
+@pytest.fixture
+def depmod(run_module):
+    """kmod_depmod's main() on a tree, its cache off unless asked; returns the result."""
+    def run(tree, check=False, diff=True, **args):
+        return run_module(kmod_depmod, check=check, diff=diff, **{
+            "root": str(tree.root), "kernel_release": tree.release, "cache": False, **args})
+    return run
 
 
 def stamps(tree):
@@ -63,24 +60,24 @@ def same_as(tree, oracle):
         n: (oracle.moddir / n).read_bytes() for n in OUTPUT_FILES}
 
 
-def test_check_apply_idempotent(capsys, tree, oracle):
-    res = run_module(capsys, tree, check=True)
+def test_check_apply_idempotent(depmod, tree, oracle):
+    res = depmod(tree, check=True)
     assert res["changed"] and res["files_changed"] == list(OUTPUT_FILES)
     assert stamps(tree) == {} and not leftovers(tree)
 
-    res = run_module(capsys, tree)
+    res = depmod(tree)
     assert res["changed"] and res["files_changed"] == list(OUTPUT_FILES)
     assert res["module_count"] == len((oracle.moddir / "modules.dep").read_text().splitlines())
     assert same_as(tree, oracle) and not leftovers(tree)
     before = stamps(tree)
 
     for check in (True, False):
-        res = run_module(capsys, tree, check=check)
+        res = depmod(tree, check=check)
         assert not res["changed"] and res["files_changed"] == []
         assert stamps(tree) == before
 
 
-def test_only_changed_files_are_rewritten_and_diff(capsys, tree, oracle):
+def test_only_changed_files_are_rewritten_and_diff(depmod, tree, oracle):
     assert real_depmod(tree).returncode == 0
     (tree.moddir / "kernel/drivers/net/dummy.ko").unlink()
     (oracle.moddir / "kernel/drivers/net/dummy.ko").unlink()
@@ -88,7 +85,7 @@ def test_only_changed_files_are_rewritten_and_diff(capsys, tree, oracle):
     os.link(oracle.moddir / "kernel/fs/fat/vfat.ko", oracle.moddir / "kernel/fs/fat/vfat2.ko")
     assert real_depmod(oracle).returncode == 0
     before = stamps(tree)
-    res = run_module(capsys, tree)
+    res = depmod(tree)
     assert res["changed"] and same_as(tree, oracle)
     after = stamps(tree)
     assert set(res["files_changed"]) == {n for n in OUTPUT_FILES if before[n][0] != after[n][0]}
@@ -103,7 +100,7 @@ def test_only_changed_files_are_rewritten_and_diff(capsys, tree, oracle):
     assert "snd" not in diff["before"] + diff["after"]  # unchanged modules are not shown
 
 
-def test_failed_write_leaves_old_files_and_no_temp_files(capsys, tree, monkeypatch):
+def test_failed_write_leaves_old_files_and_no_temp_files(depmod, tree, monkeypatch):
     """A write that fails half-way (rename of the 4th changed file): the files not yet
     replaced keep their old bytes, no temporary file is left, and the task fails cleanly.
     The next run completes the job."""
@@ -120,61 +117,61 @@ def test_failed_write_leaves_old_files_and_no_temp_files(capsys, tree, monkeypat
         return real_rename(src, dst)
 
     monkeypatch.setattr(atomic.os, "rename", flaky_rename)
-    res = run_module(capsys, tree)
+    res = depmod(tree)
     assert res["failed"] and "No space left on device" in res["msg"] and OUTPUT_FILES[3] in res["msg"]
     assert not leftovers(tree)
     for name in OUTPUT_FILES[3:]:
         assert (tree.moddir / name).read_bytes() == b"old " + name.encode()
     monkeypatch.setattr(atomic.os, "rename", real_rename)
-    assert run_module(capsys, tree)["changed"]
-    assert not run_module(capsys, tree)["changed"]
+    assert depmod(tree)["changed"]
+    assert not depmod(tree)["changed"]
 
 
-def test_corrupt_module_warns_and_is_listed(capsys, tree, oracle):
+def test_corrupt_module_warns_and_is_listed(depmod, tree, oracle):
     for t in (tree, oracle):
         (t.moddir / "kernel/broken.ko.xz").write_bytes(b"\xfd7zXZ\x00" + b"\x01" * 50)
         (t.moddir / "kernel/empty.ko").write_bytes(b"")
     assert real_depmod(oracle).returncode == 0
-    res = run_module(capsys, tree)
+    res = depmod(tree)
     assert not res.get("failed") and same_as(tree, oracle)
     warnings = json.dumps(res["warnings"])  # ansible-core 2.19 returns structured warnings
     assert "broken.ko.xz: corrupt xz data" in warnings and "empty.ko: file too short" in warnings
 
 
-def test_cycle_fails_and_writes_nothing(capsys, tmp_path):
+def test_cycle_fails_and_writes_nothing(depmod, tmp_path):
     tree = empty_tree(tmp_path / "root")
     make_module(tree.moddir / "extra/a.ko", exports=("sym_a",), needs=("sym_b",))
     make_module(tree.moddir / "extra/b.ko", exports=("sym_b",), needs=("sym_a",))
-    res = run_module(capsys, tree)
+    res = depmod(tree)
     assert res["failed"] and "Cycle detected: " in res["msg"]
     assert sorted(res["cycle"]) == ["a", "b"]
     assert not list(tree.moddir.glob("modules.*"))
 
 
-def test_check_unresolved(capsys, tmp_path):
+def test_check_unresolved(depmod, tmp_path):
     tree = empty_tree(tmp_path / "root")
     make_module(tree.moddir / "extra/needy.ko", needs=("kernel_fn", "lost_fn"), weak=("weak_fn",))
     make_module(tree.moddir / "extra/giver.ko", exports=("giver_fn",), needs=("kernel_fn",))
     (tree.root / "boot").mkdir()
     (tree.root / f"boot/System.map-{tree.release}").write_text("ffffffff81000000 R __ksymtab_kernel_fn\n")
-    res = run_module(capsys, tree, check_unresolved=True)
+    res = depmod(tree, check_unresolved=True)
     assert res["unresolved"] == [{"module": "needy", "path": str(tree.moddir / "extra/needy.ko"),
                                   "symbol": "lost_fn"}]
-    res = run_module(capsys, tree, check_unresolved=True,
+    res = depmod(tree, check_unresolved=True,
                      system_map="/boot/nothing")
     assert res["failed"] and "/boot/nothing" in res["msg"]
 
 
-def test_debian_placeholder_system_map_is_refused(capsys, tree, kernel_6_1):
+def test_debian_placeholder_system_map_is_refused(depmod, tree, kernel_6_1):
     (tree.root / "boot").mkdir()
     placeholder = kernel_6_1.root / f"boot/System.map-{tree.release}"
     (tree.root / f"boot/System.map-{tree.release}").write_bytes(placeholder.read_bytes())
-    res = run_module(capsys, tree, check_unresolved=True)
+    res = depmod(tree, check_unresolved=True)
     assert res["failed"] and "lists no exported" in res["msg"]
     assert stamps(tree) == {}
 
 
-def test_config_dirs_under_root(capsys, tree, oracle):
+def test_config_dirs_under_root(depmod, tree, oracle):
     for t in (tree, oracle):
         (t.moddir / "updates").mkdir()
         os.link(t.moddir / "kernel/fs/fat/vfat.ko", t.moddir / "updates/vfat.ko")
@@ -183,7 +180,7 @@ def test_config_dirs_under_root(capsys, tree, oracle):
     proc = subprocess.run(["depmod", "-b", str(oracle.root), "-C", str(oracle.root / "srv/conf"), oracle.release],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    run_module(capsys, tree, config_dirs=["/srv/conf"])
+    depmod(tree, config_dirs=["/srv/conf"])
     assert same_as(tree, oracle)
     assert b"kernel/fs/fat/vfat.ko" in (tree.moddir / "modules.dep").read_bytes()
 
@@ -194,17 +191,17 @@ def test_config_dirs_under_root(capsys, tree, oracle):
     ({"kernel_release": "6.1/../../etc"}, "not a kernel version"),
     ({"kernel_release": "latest"}, "not a kernel version"),
 ])
-def test_bad_input(capsys, tree, args, message):
-    res = run_module(capsys, tree, **args)
+def test_bad_input(depmod, tree, args, message):
+    res = depmod(tree, **args)
     assert res["failed"] and message in res["msg"]
 
 
-def test_cache_warm_run(capsys, tree, tmp_path):
-    res = run_module(capsys, tree, check=True, cache=True, cache_dir=str(tmp_path / "cache"))
+def test_cache_warm_run(depmod, tree, tmp_path):
+    res = depmod(tree, check=True, cache=True, cache_dir=str(tmp_path / "cache"))
     assert res["changed"] and not (tmp_path / "cache").exists()  # check mode writes no cache either
-    res = run_module(capsys, tree, cache=True, cache_dir=str(tmp_path / "cache"))
+    res = depmod(tree, cache=True, cache_dir=str(tmp_path / "cache"))
     assert res["changed"] and len(list((tmp_path / "cache").iterdir())) == 1
     before = stamps(tree)
     for check in (True, False):
-        res = run_module(capsys, tree, check=check, cache=True, cache_dir=str(tmp_path / "cache"))
+        res = depmod(tree, check=check, cache=True, cache_dir=str(tmp_path / "cache"))
         assert not res["changed"] and stamps(tree) == before

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.facts import FactsGatherer, select_subsets
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.names import modname_from_path
@@ -83,13 +82,11 @@ def fake_kernel(tree, count: int) -> list[str]:
 
 
 @pytest.fixture
-def run(capsys):
-    def run_module(root, release, check_mode: bool = False, **args):
-        args = {"root": str(root), "kernel_release": release, **args, "_ansible_check_mode": check_mode}
-        with patch_module_args(args), pytest.raises(SystemExit):
-            kmod_facts.main()
-        return json.loads(capsys.readouterr().out)
-    return run_module
+def run(run_module):
+    def facts(root, release, check_mode: bool = False, **args):
+        return run_module(kmod_facts, check=check_mode, diff=False, **{
+            "root": str(root), "kernel_release": release, **args})
+    return facts
 
 
 @pytest.fixture
