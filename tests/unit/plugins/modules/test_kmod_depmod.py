@@ -157,8 +157,7 @@ def test_check_unresolved(depmod, tmp_path):
     res = depmod(tree, check_unresolved=True)
     assert res["unresolved"] == [{"module": "needy", "path": str(tree.moddir / "extra/needy.ko"),
                                   "symbol": "lost_fn"}]
-    res = depmod(tree, check_unresolved=True,
-                     system_map="/boot/nothing")
+    res = depmod(tree, check_unresolved=True, system_map="/boot/nothing")
     assert res["failed"] and "/boot/nothing" in res["msg"]
 
 
