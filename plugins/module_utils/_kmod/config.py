@@ -118,13 +118,15 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
     return [by_name[name] for name in sorted(by_name, key=lambda n: n.encode("utf-8", "surrogateescape"))]
 
 
-def logical_lines(text: str) -> t.Iterator[tuple[int, str]]:
-    """(first physical line number, line) as kmod's freadline_wrapped joins them:
-    backslash-newline continues a line, any other backslash escape keeps just the char."""
+def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
+    """(first physical line number, line, raw text) as kmod's freadline_wrapped joins them:
+    backslash-newline continues a line, any other backslash escape keeps just the char.
+    ``raw`` is the physical text the line came from, its newline included, so that an
+    editor can keep lines it does not change byte for byte."""
     lineno = 1
     i, n = 0, len(text)
     while i < n:
-        start = lineno
+        start, first = i, lineno
         out: list[str] = []
         while i < n:
             c = text[i]
@@ -142,10 +144,10 @@ def logical_lines(text: str) -> t.Iterator[tuple[int, str]]:
                 # kmod 30 stores getc's EOF here as a 0xFF byte: a bug we do not copy
                 continue
             out.append(c)
-        yield start, "".join(out)
+        yield first, "".join(out), text[start:i]
 
 
-class _Tokens:
+class LineTokens:
     """strtok_r over ' ' and '\\t' with libkmod's "rest of line" (strtok_r(NULL, "\\0"))."""
 
     def __init__(self, line: str) -> None:
@@ -252,10 +254,10 @@ class ModprobeConfig:
 
     def parse(self, text: str, path: str) -> None:
         """Add the directives of one file's text (kmod_config_parse)."""
-        for lineno, line in logical_lines(text):
+        for lineno, line, _raw in logical_lines(text):
             if not line or line[0] == "#":
                 continue
-            tokens = _Tokens(line)
+            tokens = LineTokens(line)
             cmd = tokens.next()
             if cmd is None:
                 continue
@@ -263,7 +265,7 @@ class ModprobeConfig:
             if not self._directive(cmd, tokens, src):
                 self.warnings.append(f"{src}: ignoring bad line starting with '{cmd}'")
 
-    def _directive(self, cmd: str, tokens: _Tokens, src: Source) -> bool:
+    def _directive(self, cmd: str, tokens: LineTokens, src: Source) -> bool:
         if cmd == "alias":
             pattern = _underscores(tokens.next())
             modname = _underscores(tokens.next())

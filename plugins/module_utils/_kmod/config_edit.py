@@ -15,6 +15,7 @@ import os
 import re
 import typing as t
 
+from .config import LineTokens, logical_lines
 from .errors import InvalidNameError, KmodError
 from .names import alias_normalize, validate_name
 
@@ -129,49 +130,17 @@ def _shell_words(command: str) -> list[str]:
 
 def parse_lines(text: str) -> list[ConfLine]:
     """Split text into logical lines exactly as libkmod joins and tokenises them."""
-    lines: list[ConfLine] = []
-    start = 0
-    chars: list[str] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            # '\'+newline joins lines; '\'+other is that other char.
-            if text[i + 1] != "\n":
-                chars.append(text[i + 1])
-            i += 2
-            continue
-        i += 1
-        if c == "\n":
-            lines.append(_make_line(text[start:i], "".join(chars)))
-            start = i
-            chars = []
-        elif c != "\\":  # a lone '\' at the very end is dropped
-            chars.append(c)
-    if start < n:
-        lines.append(_make_line(text[start:], "".join(chars)))
-    return lines
+    return [_make_line(raw, logical) for _lineno, logical, raw in logical_lines(text)]
 
 
 def _make_line(raw: str, logical: str) -> ConfLine:
     if not logical or logical[0] == "#":
         return ConfLine(raw, [])
     words = [w for w in _BLANKS.split(logical) if w]
-    rest = ""
-    if len(words) >= 2:
-        # strtok_r skips leading blanks before each word; the rest starts one char after
-        # the name, so extra blanks before the command are kept, as libkmod keeps them.
-        pos = logical.index(words[0]) + len(words[0])
-        pos = _skip_blanks(logical, pos)
-        rest = logical[pos + len(words[1]) + 1:]
-    return ConfLine(raw, words, rest)
-
-
-def _skip_blanks(s: str, pos: int) -> int:
-    while pos < len(s) and s[pos] in " \t":
-        pos += 1
-    return pos
+    tokens = LineTokens(logical)
+    tokens.next()
+    tokens.next()
+    return ConfLine(raw, words, tokens.rest() or "")
 
 
 class ModprobeConfEditor:

@@ -119,10 +119,10 @@ def test_default_dirs_under_root(kernel_6_1, tmp_path):
 
 
 @pytest.mark.parametrize("text, lines", [
-    ("a\\\nb\nc", [(1, "ab"), (3, "c")]),
-    ("x\\y\\\\z\n", [(1, "xy\\z")]),
-    ("\n\nq", [(1, ""), (2, ""), (3, "q")]),
-    ("end\\", [(1, "end")]),
+    ("a\\\nb\nc", [(1, "ab", "a\\\nb\n"), (3, "c", "c")]),
+    ("x\\y\\\\z\n", [(1, "xy\\z", "x\\y\\\\z\n")]),
+    ("\n\nq", [(1, "", "\n"), (2, "", "\n"), (3, "q", "q")]),
+    ("end\\", [(1, "end", "end\\")]),
 ])
 def test_logical_lines(text, lines):
     assert list(logical_lines(text)) == lines
