@@ -3,7 +3,8 @@
 # The whole test suite of kernel.kmod: README's test command, and what .ci/run runs.
 #
 # Usage (as root, Debian 12):  bash tests/run.sh [STAGE...]
-#   Stages, in order: unit vm sanity units build example lint changelog molecule (default: all).
+#   Stages, in order: unit vm sanity units build example lint changelog molecule home
+#   (default: all; home checks that no stage changed the user's collection paths).
 #   It first installs what it needs: Debian packages (apt-get) and the Python tools of
 #   requirements-test.txt in a virtual environment ($KMOD_VENV, default under the test cache).
 # Each stage prints its time; the last line is "N passed, N failed[, N skipped]" over the
@@ -14,7 +15,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KMOD_TEST_CACHE=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}
 venv=${KMOD_VENV:-$KMOD_TEST_CACHE/venv}
 python=${PYTHON:-python3}
-all_stages=(unit vm sanity units build example lint changelog molecule)
+all_stages=(unit vm sanity units build example lint changelog molecule home)
 apt_packages=(kmod qemu-system-x86 qemu-utils debootstrap busybox-static xz-utils zstd
   e2fsprogs cpio openssh-client git shellcheck python3-venv ca-certificates)
 
@@ -169,6 +170,29 @@ stage_changelog() { (cd "$repo" && antsibull-changelog lint -v); }
 stage_molecule() {
   compgen -G "extensions/molecule/*/molecule.yml" >/dev/null || { echo "no molecule scenario"; return "$SKIP"; }
   bash tests/molecule.sh
+}
+
+# Ansible's default collection paths: every install of the suite belongs in its own
+# directories, never where the user's playbooks would find it.
+home_collection_paths=("$HOME/.ansible/collections" /usr/share/ansible/collections)
+collections_fingerprint() {
+  local d
+  for d in "${home_collection_paths[@]}"; do
+    echo "== $d"
+    [[ -d "$d" ]] && find "$d" -maxdepth 4 -printf '%y %p %s %T@\n' | LC_ALL=C sort
+  done
+}
+home_before=$(collections_fingerprint)
+
+stage_home() {
+  local now
+  now=$(collections_fingerprint)
+  if [[ "$now" != "$home_before" ]]; then
+    echo "FAIL: the test suite changed the user's collection paths:"
+    diff <(echo "$home_before") <(echo "$now")
+    return 1
+  fi
+  echo "unchanged: ${home_collection_paths[*]}"
 }
 
 # --- driver -----------------------------------------------------------------
