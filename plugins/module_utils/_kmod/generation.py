@@ -21,7 +21,9 @@ Detection (``detect_generation``), first signal that answers wins:
 3. The layout of the kernel's existing ``modules.dep.bin`` (written by the distro's
    depmod): root node right after the header = pre-order = kmod >= 34; otherwise
    post-order, kmod 33 if ``modules.weakdep`` is next to it, else kmod 30.
-4. Nothing (no kmod installed, no index: minimal images, containers): the newest.
+4. For a ``root`` other than ``/`` that tells nothing (a bare module tree): the kmod of
+   the system running the engine (2.), as its ``depmod -b`` would be the one to index it.
+5. Nothing (no kmod installed, no index: minimal images, containers): the newest.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ _DPKG_STATUS_MAX = 64 * 1024 * 1024  # a status file larger than this is not rea
 class KmodGeneration:
     """The kmod major version imitated, and where that answer came from.
 
-    ``source`` is one of ``option``, ``dpkg``, ``libkmod``, ``index``, ``default``;
+    ``source`` is one of ``option``, ``dpkg``, ``libkmod``, ``index``, ``host``, ``default``;
     ``evidence`` names the file or value that decided it.
     """
 
@@ -135,6 +137,12 @@ def detect_generation(paths: KmodPaths, compat: t.Any = None) -> KmodGeneration:
         found = probe(paths)
         if found is not None:
             return found
+    if paths.root != "/":
+        host = dataclasses.replace(paths, root="/")
+        for probe in (_from_dpkg, _from_libkmod):
+            found = probe(host)
+            if found is not None:
+                return dataclasses.replace(found, source="host")
     return KmodGeneration(NEWEST, "default", "no kmod installation found")
 
 
