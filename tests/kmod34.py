@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -134,16 +135,23 @@ def kernel_package() -> Path:
         return debs[-1]
 
 
-def run(argv: list[str], tree: Path | None = None, **kwargs: t.Any) -> subprocess.CompletedProcess:
-    """Run argv (a kmod 34 command) in the chroot, with tree bind-mounted at /tree.
+def run(argv: list[str], tree: Path | None = None, binds: t.Mapping[str, Path] | None = None,
+        **kwargs: t.Any) -> subprocess.CompletedProcess:
+    """Run argv (a kmod 34 command) in the chroot, with tree bind-mounted at /tree and each
+    of binds' paths at its key (a directory name like "/cfg", made in the chroot if needed).
 
     No /proc inside: modprobe sees no kernel command line and no live modules."""
     chroot = chroot_dir()
-    script = '[ -z "$1" ] || mount --bind "$1" "$0/tree" || exit 97; shift; exec chroot "$0" "$@"'
+    mounts = {"/tree": tree} if tree is not None else {}
+    mounts.update(binds or {})
+    script = ""
+    for inside, outside in mounts.items():
+        (chroot / inside.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        script += f'mount --bind {shlex.quote(str(outside))} "$0"{shlex.quote(inside)} || exit 97; '
+    script += 'exec chroot "$0" "$@"'
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(chroot),
-                           str(tree or ""), *argv], capture_output=True, check=False, env=env,
-                          stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(chroot), *argv],
+                          capture_output=True, check=False, env=env, stdin=subprocess.DEVNULL, **kwargs)
 
 
 def version() -> str:
@@ -155,15 +163,17 @@ def depmod(tree: KernelTree, *args: str) -> subprocess.CompletedProcess:
     return run(["depmod", "-b", "/tree", "-C", "/tree/etc/depmod.d", *args, tree.release], tree.root, text=True)
 
 
-def modprobe(tree: KernelTree, *args: str, config: str = "/dev/null") -> subprocess.CompletedProcess:
-    """kmod 34's modprobe -d /tree -S release (config = a path inside the chroot, /tree/...)."""
-    return run(["modprobe", "-d", "/tree", "-S", tree.release, "-C", config, *args], tree.root, text=True)
+def modprobe(tree: KernelTree, *args: str, config: t.Sequence[str] = ("/dev/null",),
+             binds: t.Mapping[str, Path] | None = None) -> subprocess.CompletedProcess:
+    """kmod 34's modprobe -d /tree -S release -C c... (config paths as seen inside the chroot)."""
+    conf = [arg for c in config for arg in ("-C", c)]
+    return run(["modprobe", "-d", "/tree", "-S", tree.release, *conf, *args], tree.root, binds, text=True,
+               errors="surrogateescape")
 
 
 def modinfo(tree: KernelTree, *args: str) -> subprocess.CompletedProcess:
     """kmod 34's modinfo -b /tree -k release ARGS (module paths given as /tree/...)."""
-    return run(["modinfo", "-b", "/tree", "-k", tree.release, *args], tree.root,
-               text=True, errors="surrogateescape")
+    return run(["modinfo", "-b", "/tree", "-k", tree.release, *args], tree.root, text=True, errors="surrogateescape")
 
 
 def pristine_root() -> KernelTree:
