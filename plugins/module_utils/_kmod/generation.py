@@ -116,9 +116,11 @@ def parse_compat(value: t.Any) -> int | None:
     """``auto``/None -> None (detect); ``30``/``34``/``34.2``/30 -> that major version."""
     if value is None or value == "" or value == "auto":
         return None
-    text = str(value).strip()
-    match = re.match(r"^(\d{1,3})(?:\.\d{1,3})?$", text)
-    if match is None or isinstance(value, bool):
+    text = value.strip() if isinstance(value, str) else repr(value)
+    match = None
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        match = re.fullmatch(r"([0-9]{1,3})(?:\.[0-9]{1,3})?", str(value).strip())
+    if match is None:
         raise KmodCompatError(f"kmod_compat must be 'auto' or a kmod version such as 30 or 34, not {text[:40]!r}",
                               kmod_compat=text[:40])
     return _clamp(int(match.group(1)))
