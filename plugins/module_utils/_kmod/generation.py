@@ -9,7 +9,8 @@ own kmod would answer.
 
 Detection (``detect_generation``), first signal that answers wins:
 
-1. ``compat`` given explicitly (``30``, ``34``, any kmod major version): that.
+1. ``compat`` given explicitly, or ``KmodPaths.kmod_compat`` (the modules' ``kmod_compat``
+   option): ``30``, ``34``, any kmod major version; ``auto`` detects.
 2. The kmod installed under root, read from files only (no program is run, so this works
    for a foreign ``root`` too):
    a. dpkg's status file (Debian, Ubuntu): the ``Version`` of the installed ``kmod`` or
@@ -131,7 +132,10 @@ def _clamp(version: int) -> int:
 
 
 def detect_generation(paths: KmodPaths, compat: t.Any = None) -> KmodGeneration:
-    """The generation for the system at ``paths.root`` (see the module docstring)."""
+    """The generation for the system at ``paths.root`` (see the module docstring);
+    ``compat`` defaults to ``paths.kmod_compat`` (the modules' kmod_compat option)."""
+    if compat is None:
+        compat = getattr(paths, "kmod_compat", None)
     forced = parse_compat(compat)
     if forced is not None:
         return KmodGeneration(forced, "option", str(compat))
