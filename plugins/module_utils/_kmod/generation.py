@@ -158,6 +158,16 @@ def _dpkg_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _dpkg_stanza(data: bytes, package: str) -> bytes | None:
+    """The status stanza of package (found by its "Package:" line, not by parsing them all)."""
+    needle = f"Package: {package}\n".encode()
+    pos = 0 if data.startswith(needle) else data.find(b"\n" + needle)
+    if pos < 0:
+        return None
+    end = data.find(b"\n\n", pos + 1)
+    return data[pos:] if end < 0 else data[pos:end]
+
+
 def _from_dpkg(paths: KmodPaths) -> KmodGeneration | None:
     status = paths.under("var/lib/dpkg/status")
     try:
@@ -165,20 +175,16 @@ def _from_dpkg(paths: KmodPaths) -> KmodGeneration | None:
             data = f.read(_DPKG_STATUS_MAX)
     except OSError:
         return None
-    found: dict[str, int] = {}
-    for stanza in data.decode("utf-8", "replace").split("\n\n"):
-        fields = dict(re.findall(r"^([A-Za-z][\w-]*):[ \t]*(.*)$", stanza, re.M))
-        name = fields.get("Package")
-        if name not in _DPKG_PACKAGES or name in found:
+    for name in _DPKG_PACKAGES:
+        stanza = _dpkg_stanza(data, name)
+        if stanza is None:
             continue
+        fields = dict(re.findall(r"^([A-Za-z][\w-]*):[ \t]*(.*)$", stanza.decode("utf-8", "replace"), re.M))
         if not fields.get("Status", "").endswith(" installed"):
             continue
         major = _dpkg_version(fields.get("Version", ""))
         if major is not None:
-            found[name] = int(major)
-    for name in _DPKG_PACKAGES:
-        if name in found:
-            return KmodGeneration(_clamp(found[name]), "dpkg", f"{status}: {name} {found[name]}")
+            return KmodGeneration(_clamp(int(major)), "dpkg", f"{status}: {name} {major}")
     return None
 
 
