@@ -115,24 +115,34 @@ def _apt(*args: str) -> str:
 
 
 def kernel_package() -> Path:
-    """trixie's kernel .deb (downloaded once)."""
+    """trixie's kernel .deb (resolved and downloaded once, then reused as is)."""
     apt = K34 / "apt"
+    package = os.environ.get("KMOD34_KERNEL")
     with _locked("kmod34-apt"):
-        if not (apt / "lists" / ".updated").exists():
-            _apt("apt-get", "update")
-            (apt / "lists" / ".updated").touch()
-        package = os.environ.get("KMOD34_KERNEL")
-        if not package:
-            depends = _apt("apt-cache", "depends", KERNEL_META)
-            found = re.findall(r"Depends: (linux-image-6\.12\.\S+-amd64)\s*$", depends, re.M)
-            if not found:
-                raise RuntimeError(f"no 6.12 kernel among {KERNEL_META}'s dependencies:\n{depends}")
-            package = found[0]
-        debs = sorted((apt / "debs").glob(f"{package}_*.deb"))
-        if not debs:
-            _apt("apt-get", "download", package)
-            debs = sorted((apt / "debs").glob(f"{package}_*.deb"))
-        return debs[-1]
+        cached = sorted((apt / "debs").glob(f"{package or 'linux-image-6.12.*'}_*.deb"))
+        if cached:
+            return cached[-1]
+        for attempt in (1, 2):  # stale lists may name a kernel the mirror no longer has
+            if attempt == 2 or not (apt / "lists" / ".updated").exists():
+                _apt("apt-get", "update")
+                (apt / "lists" / ".updated").touch()
+            name = package or _trixie_kernel()
+            try:
+                _apt("apt-get", "download", name)
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                continue
+            return sorted((apt / "debs").glob(f"{name}_*.deb"))[-1]
+    raise AssertionError("unreachable")
+
+
+def _trixie_kernel() -> str:
+    depends = _apt("apt-cache", "depends", KERNEL_META)
+    found = re.findall(r"Depends: (linux-image-6\.12\.\S+-amd64)\s*$", depends, re.M)
+    if not found:
+        raise RuntimeError(f"no 6.12 kernel among {KERNEL_META}'s dependencies:\n{depends}")
+    return found[0]
 
 
 def run(argv: list[str], tree: Path | None = None, binds: t.Mapping[str, Path] | None = None,
