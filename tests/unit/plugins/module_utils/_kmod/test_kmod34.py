@@ -51,7 +51,7 @@ def paths_of(tree: KernelTree) -> KmodPaths:
 
 def assert_depmod_identical(tree: KernelTree, generation: KmodGeneration | None) -> None:
     """Our build equals the files the real depmod left in tree, and names the same set."""
-    result = Depmod(paths_of(tree), config_paths=[str(tree.root / "etc/depmod.d")], jobs=1,
+    result = Depmod(paths_of(tree), config_paths=[str(tree.root / "etc/depmod.d")],
                     generation=generation).build()
     written = {p.name for p in tree.moddir.glob("modules.*") if p.name not in INPUTS}
     assert set(result.files) == written
