@@ -10,10 +10,11 @@ short_description: Regenerate the module indexes of a kernel (modules.dep and fr
 version_added: 0.1.0
 description:
   - Reads every module of a kernel's module tree (C(.ko), C(.ko.gz), C(.ko.xz), C(.ko.zst)) and writes
-    the files kmod 30's C(depmod) writes (C(modules.dep), C(modules.dep.bin), C(modules.alias),
-    C(modules.alias.bin), C(modules.softdep), C(modules.symbols), C(modules.symbols.bin),
-    C(modules.builtin.bin), C(modules.builtin.alias.bin) and C(modules.devname)), with the same bytes
-    as C(depmod -b ROOT RELEASE).
+    the files the target's C(depmod) writes (C(modules.dep), C(modules.dep.bin), C(modules.alias),
+    C(modules.alias.bin), C(modules.softdep), C(modules.weakdep) with kmod 33 and later, C(modules.symbols),
+    C(modules.symbols.bin), C(modules.builtin.bin), C(modules.builtin.alias.bin) and C(modules.devname)),
+    with the same bytes as C(depmod -b ROOT RELEASE) of kmod 30 (Debian 12) or kmod 34 (Debian 13), as
+    O(kmod_compat) selects.
   - A file is only written when its bytes change, atomically (temporary file, C(fsync), rename); files
     that are already right are never touched, so the task is idempotent.
   - Everything is computed before anything is written. Dependency cycles fail the task and nothing is
@@ -143,6 +144,24 @@ unresolved:
       type: str
       sample: no_such_function
   sample: [{module: hello, path: /lib/modules/6.1.0-56-amd64/extra/hello.ko, symbol: no_such_function}]
+kmod_generation:
+  description: The kmod release whose C(depmod) output was reproduced, and how it was chosen (see O(kmod_compat)).
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: kmod major version imitated (30 to 34).
+      type: int
+      sample: 34
+    source:
+      description: V(option), V(dpkg), V(libkmod), V(index) (the existing C(modules.dep.bin)), V(host) or V(default).
+      type: str
+      sample: dpkg
+    evidence:
+      description: The file or value that decided it.
+      type: str
+      sample: "/var/lib/dpkg/status: kmod 34"
+  sample: {version: 34, source: dpkg, evidence: "/var/lib/dpkg/status: kmod 34"}
 elapsed:
   description: Seconds the task spent computing and writing.
   returned: always
@@ -212,7 +231,7 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
         jobs=params["jobs"] or None,
         cache_file=default_cache_file(paths, params["cache_dir"]) if params["cache"] else None,
     )
-    out: dict[str, t.Any] = {"moddir": paths.moddir}
+    out: dict[str, t.Any] = {"moddir": paths.moddir, "kmod_generation": depmod.generation.as_result()}
     known = depmod.up_to_date()
     if known is not None:  # the cache vouches for every input and every file on disk
         warnings, unresolved = known.warnings, known.unresolved

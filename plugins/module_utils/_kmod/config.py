@@ -12,6 +12,7 @@ import os
 import stat
 import typing as t
 
+from .generation import KmodGeneration, detect_generation
 from .names import alias_normalize, fnmatch
 from .paths import KmodPaths
 
@@ -74,22 +75,23 @@ class WeakDep:
     source: Source
 
 
-def _is_conf_name(name: str) -> bool:
-    # kmod 30's conf_files_filter_out: hidden files are skipped; '.conf' and the legacy
-    # '.alias' suffix are accepted (later kmod releases accept '.conf' only).
-    return not name.startswith(".") and len(name) >= 6 and name.endswith((".conf", ".alias"))
+def _is_conf_name(name: str, suffixes: tuple[str, ...] = (".conf", ".alias")) -> bool:
+    # conf_files_filter_out: hidden files are skipped; kmod <= 32 also accepts the legacy
+    # '.alias' suffix, kmod >= 33 only '.conf' (KmodGeneration.conf_suffixes).
+    return not name.startswith(".") and len(name) >= 6 and name.endswith(suffixes)
 
 
 def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
-                 warnings: list[str] | None = None) -> list[str]:
+                 warnings: list[str] | None = None, generation: KmodGeneration | None = None) -> list[str]:
     """The files libkmod parses, in its order: one list sorted by basename, the first
     file seen under a basename wins (modules.softdep/weakdep first, then the dirs in order).
 
     ``config_paths`` replaces the modprobe.d directories like ``modprobe -C``; a path that
-    is a regular file is taken under its own basename.
+    is a regular file is taken under its own basename. ``generation``: default detected.
     """
+    gen = generation if generation is not None else detect_generation(paths)
     by_name: dict[str, str] = {}
-    for name in ("modules.softdep", "modules.weakdep"):
+    for name in ("modules.softdep", "modules.weakdep")[:2 if gen.weakdep else 1]:
         by_name[name] = os.path.join(paths.moddir, name)
     dirs = paths.modprobe_dirs if config_paths is None else list(config_paths)
     for d in dirs:
@@ -107,7 +109,7 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
                 warnings.append(f"{d}: cannot list directory: {e.strerror}")
             continue
         for name in entries:
-            if not _is_conf_name(name) or name in by_name:
+            if not _is_conf_name(name, gen.conf_suffixes) or name in by_name:
                 continue
             full = os.path.join(d, name)
             if os.path.isdir(full):
@@ -223,18 +225,20 @@ class ModprobeConfig:
     weakdeps: list[WeakDep] = dataclasses.field(default_factory=list)
     files: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    generation: KmodGeneration = dataclasses.field(default_factory=KmodGeneration)
 
     @classmethod
     def load(cls, paths: KmodPaths, cmdline: str | None = None,
-             config_paths: list[str] | None = None) -> "ModprobeConfig":
+             config_paths: list[str] | None = None,
+             generation: KmodGeneration | None = None) -> "ModprobeConfig":
         """Read the configuration of ``paths`` like libkmod's kmod_config_new.
 
         ``cmdline`` is the kernel command line to take ``mod.param=value`` options and
         ``modprobe.blacklist=`` from; None reads ``/proc/cmdline`` under root (if any),
         "" means none. ``config_paths`` replaces the modprobe.d directories (``modprobe -C``).
         """
-        config = cls()
-        for path in config_files(paths, config_paths, config.warnings):
+        config = cls(generation=generation if generation is not None else detect_generation(paths))
+        for path in config_files(paths, config_paths, config.warnings, config.generation):
             try:
                 with open(path, "rb") as f:
                     text = f.read().decode("utf-8", "surrogateescape")
@@ -277,7 +281,7 @@ class ModprobeConfig:
             if modname is None:
                 return False
             self.blacklist.append(Blacklist(modname, src))
-        elif cmd in ("options", "install", "remove", "softdep", "weakdep"):
+        elif cmd in ("options", "install", "remove", "softdep") or (cmd == "weakdep" and self.generation.weakdep):
             modname = _underscores(tokens.next())
             rest = tokens.rest()
             if modname is None or rest is None:

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""depmod in Python: the modules.* indexes of a module tree, byte-identical to kmod 30.
+"""depmod in Python: the modules.* indexes of a module tree, byte-identical to kmod's.
 
 ``Depmod(paths, ...).build()`` only computes (nothing is written); ``write_indexes``
 publishes the result file by file, leaving files whose bytes are unchanged untouched.
 The order of everything follows tools/depmod.c of kmod 30: readdir-order walk with
 depmod.d duplicate rules, hash-table module order re-sorted by modules.order, LIFO
-topological sort, post-order index tries.
+topological sort, index tries. What differs between kmod 30 and kmod 34 (the .bin
+layout, modules.weakdep, duplicate modules.order lines) follows the ``KmodGeneration``
+(docs/kmod-generations.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
 from .elf import parse_module
 from .errors import DependencyCycleError, KmodError
 from .file import read_module_bytes
+from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
 from .index_writer import IndexBuilder
 from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
@@ -34,7 +37,8 @@ from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
 
-# kmod 30 writes these, in this order (depmod_output's depfiles[]).
+# kmod 30 writes these, in this order (depmod_output's depfiles[]); kmod >= 33 adds
+# modules.weakdep after modules.softdep: KmodGeneration.depmod_files has the list per generation.
 OUTPUT_FILES = (
     "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
     "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
@@ -49,7 +53,7 @@ _CACHE_FILES = 8  # module trees remembered per cache directory
 
 # What depmod needs from one module, packed so that it crosses process boundaries
 # (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
-# undefined weak flags, undefined CRCs, [(modinfo key, value)] for alias/softdep).
+# undefined weak flags, undefined CRCs, [(modinfo key, value)] for alias/softdep/weakdep).
 # Names are NUL-joined bytes, CRCs native u64 arrays, weak flags one byte each.
 Scan = tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, list[tuple[str, str]]]
 # (size, mtime_ns, ctime_ns, inode, device): a file with the same key has the same content
@@ -74,8 +78,11 @@ def scan_module(path: str) -> Scan:
         b"\0".join(sym[0] for sym in undefined),
         bytes(sym[2] for sym in undefined),
         array.array("Q", [sym[1] for sym in undefined]).tobytes(),
-        [(k, v) for k, v in elf.modinfo if k in ("alias", "softdep")],
+        [(k, v) for k, v in elf.modinfo if k in _INFO_KEYS],
     )
+
+
+_INFO_KEYS = ("alias", "softdep", "weakdep")
 
 
 def _names(blob: bytes) -> list[bytes]:
@@ -121,13 +128,14 @@ class DepmodSummary:
 
 @dataclasses.dataclass
 class DepmodResult:
-    files: dict[str, bytes]  # OUTPUT_FILES -> content
+    files: dict[str, bytes]  # generation.depmod_files -> content
     modules: list[Module]  # array order
     warnings: list[str]
     unresolved: list[dict[str, str]]
     fingerprint: str  # of every input (see Depmod._inputs)
     scans: dict[str, Scan]
     stat_keys: dict[str, StatKey]
+    generation: KmodGeneration = dataclasses.field(default_factory=KmodGeneration)
 
 
 class Depmod:
@@ -138,14 +146,17 @@ class Depmod:
     ``check_unresolved``: report undefined symbols nothing provides, like ``depmod -e``.
     ``jobs``: worker processes for reading modules (default: usable CPUs).
     ``cache_file``: where parsed modules are remembered between runs (None: no cache).
+    ``generation``: the kmod whose output to reproduce (default: ``detect_generation``).
     """
 
     def __init__(self, paths: KmodPaths, config_paths: list[str] | None = None,
                  system_map: str | None = None, symvers: str | None = None,
                  check_unresolved: bool = False, jobs: int | None = None,
                  cache_file: str | None = None,
-                 extensions: tuple[str, ...] = MODULE_EXTENSIONS) -> None:
+                 extensions: tuple[str, ...] = MODULE_EXTENSIONS,
+                 generation: KmodGeneration | None = None) -> None:
         self.paths = paths
+        self.generation = generation if generation is not None else detect_generation(paths)
         self.dirname = paths.moddir
         self.config_paths = paths.depmod_dirs if config_paths is None else config_paths
         self.system_map = system_map
@@ -270,10 +281,12 @@ class Depmod:
             else:
                 by_unc = {m.uncrelpath: m for m in mods if m.uncrelpath is not None}
                 total = len(lines)  # lines + 1, as depmod counts
+                first_wins = self.generation.order_first_wins
                 for lineno, line in enumerate(lines[:-1], 1):
                     mod = by_unc.get(os.fsdecode(line))
-                    if mod is not None:
-                        mod.sort_idx = lineno - total  # the last occurrence counts
+                    if mod is not None and not (first_wins and mod.sort_idx < 0):
+                        # kmod <= 33: the last occurrence counts; kmod 34: the first
+                        mod.sort_idx = lineno - total
                 mods.sort(key=lambda m: m.sort_idx)
         for idx, mod in enumerate(mods):
             mod.idx = idx
@@ -373,7 +386,7 @@ class Depmod:
         aux += [p for p in (self.symvers, self.system_map) if p]
         digest = hashlib.sha256(marshal.dumps((
             _cache_format(), self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
-            self.symvers, self.system_map, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
+            self.symvers, self.system_map, self.generation.version, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
             [(p, atomic.read_bytes(p)) for p in aux], list(self.warnings),
         )))
         return cfg, by_name, keys, digest.hexdigest()
@@ -462,18 +475,22 @@ class Depmod:
         scans = self.scan(mods, keys)
         unresolved = self.link(mods, scans, symbols)
         self.sort_dependencies(mods)
-        files = dict.fromkeys(OUTPUT_FILES, b"")
+        gen = self.generation
+        pre = gen.preorder_index
+        files = dict.fromkeys(gen.depmod_files, b"")
         # The alias trie is the biggest part: build it in a forked child (which inherits
         # mods) while this process builds the others.
-        other_half = self._in_child(lambda warnings: _aliases(mods, warnings))
-        files["modules.dep"], files["modules.dep.bin"] = _deps(mods)
-        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols)
+        other_half = self._in_child(lambda warnings: _aliases(mods, warnings, pre))
+        files["modules.dep"], files["modules.dep.bin"] = _deps(mods, pre)
+        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols, pre)
         files["modules.softdep"] = _softdeps(mods)
-        files["modules.builtin.bin"] = _builtin_index(self.dirname, self.warnings)
-        files["modules.builtin.alias.bin"] = _builtin_alias_index(self.dirname, self.warnings)
+        if gen.weakdep:
+            files["modules.weakdep"] = _weakdeps(mods)
+        files["modules.builtin.bin"] = _builtin_index(self.dirname, self.warnings, pre)
+        files["modules.builtin.alias.bin"] = _builtin_alias_index(self.dirname, self.warnings, pre)
         files["modules.devname"] = _devnames(mods, self.warnings)
         files["modules.alias"], files["modules.alias.bin"] = other_half()
-        return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys)
+        return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys, gen)
 
     def _in_child(self, work: t.Callable[[list[str]], T]) -> t.Callable[[], T]:
         """Start work(warnings) in a forked process; the returned function waits for its
@@ -582,7 +599,7 @@ def _closure(mod: Module, memo: dict[int, frozenset[Module]]) -> frozenset[Modul
     return found
 
 
-def _deps(mods: list[Module]) -> tuple[bytes, bytes]:
+def _deps(mods: list[Module], preorder: bool) -> tuple[bytes, bytes]:
     text = []
     index = IndexBuilder()
     memo: dict[int, frozenset[Module]] = {}
@@ -591,10 +608,10 @@ def _deps(mods: list[Module]) -> tuple[bytes, bytes]:
         line = mod.shown_path + b":" + b"".join(b" " + d.shown_path for d in deps)
         text.append(line + b"\n")
         index.insert(mod.name_bytes, line, mod.idx)
-    return b"".join(text), index.to_bytes()
+    return b"".join(text), index.to_bytes(preorder)
 
 
-def _aliases(mods: list[Module], warnings: list[str]) -> tuple[bytes, bytes]:
+def _aliases(mods: list[Module], warnings: list[str], preorder: bool) -> tuple[bytes, bytes]:
     text = [b"# Aliases extracted from modules themselves.\n"]
     index = IndexBuilder()
     for mod in mods:
@@ -609,7 +626,7 @@ def _aliases(mods: list[Module], warnings: list[str]) -> tuple[bytes, bytes]:
                 warnings.append(f"Unmatched bracket in {value}")
                 continue
             index.insert(_enc(normalized), name, mod.idx)
-    return b"".join(text), index.to_bytes()
+    return b"".join(text), index.to_bytes(preorder)
 
 
 def _softdeps(mods: list[Module]) -> bytes:
@@ -619,7 +636,15 @@ def _softdeps(mods: list[Module]) -> bytes:
     return b"".join(text)
 
 
-def _symbols(symbols: dict[bytes, tuple[Module | None, int]]) -> tuple[bytes, bytes]:
+def _weakdeps(mods: list[Module]) -> bytes:
+    """modules.weakdep (kmod >= 33, depmod.c output_weakdeps): one line per weakdep= string."""
+    text = [b"# Weak dependencies extracted from modules themselves.\n"]
+    for mod in mods:
+        text.extend(b"weakdep " + mod.name_bytes + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "weakdep")
+    return b"".join(text)
+
+
+def _symbols(symbols: dict[bytes, tuple[Module | None, int]], preorder: bool) -> tuple[bytes, bytes]:
     text = [b"# Aliases for symbols, used by symbol_request().\n"]
     index = IndexBuilder()
     for key in iteration_order(symbols, 2048):
@@ -628,7 +653,7 @@ def _symbols(symbols: dict[bytes, tuple[Module | None, int]]) -> tuple[bytes, by
             continue
         text.append(b"alias symbol:" + key + b" " + owner.name_bytes + b"\n")
         index.insert(b"symbol:" + key, owner.name_bytes, owner.idx)
-    return b"".join(text), index.to_bytes()
+    return b"".join(text), index.to_bytes(preorder)
 
 
 def _fgets_lines(data: bytes) -> list[bytes]:
@@ -649,7 +674,7 @@ def _read_optional(path: str, warnings: list[str]) -> bytes | None:
         return None
 
 
-def _builtin_index(dirname: str, warnings: list[str]) -> bytes:
+def _builtin_index(dirname: str, warnings: list[str], preorder: bool) -> bytes:
     """modules.builtin.bin; 0 bytes when modules.builtin is missing, as depmod publishes it."""
     data = _read_optional(os.path.join(dirname, "modules.builtin"), warnings)
     if data is None:
@@ -663,10 +688,10 @@ def _builtin_index(dirname: str, warnings: list[str]) -> bytes:
         # survives when the line has no '.', as in kmod)
         base = line.rsplit(b"/", 1)[-1]
         index.insert(base.split(b".", 1)[0].replace(b"-", b"_"), b"", 0)
-    return index.to_bytes()
+    return index.to_bytes(preorder)
 
 
-def _builtin_alias_index(dirname: str, warnings: list[str]) -> bytes:
+def _builtin_alias_index(dirname: str, warnings: list[str], preorder: bool) -> bytes:
     """modules.builtin.alias.bin from modules.builtin.modinfo, with the stream parser's quirks."""
     data = _read_optional(os.path.join(dirname, "modules.builtin.modinfo"), warnings)
     if data is None:
@@ -701,7 +726,7 @@ def _builtin_alias_index(dirname: str, warnings: list[str]) -> bytes:
             warnings.append(f"Unmatched bracket in {os.fsdecode(value)}")
             continue
         index.insert(_enc(alias), modname, 0)
-    return index.to_bytes()
+    return index.to_bytes(preorder)
 
 
 _MAJOR_MINOR = {

@@ -256,6 +256,6 @@ class FactsGatherer:
                 continue
             entry = infos[0].as_dict()
             entry["others"] = [info.as_dict() for info in infos[1:]]
-            entry["text"] = "".join(format_modinfo(info) for info in infos)
+            entry["text"] = "".join(format_modinfo(info, reader.generation) for info in infos)
             result[name] = entry
         return result

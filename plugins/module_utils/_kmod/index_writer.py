@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Writer of depmod's modules.*.bin Patricia tries, byte-identical to kmod 30's depmod.
+"""Writer of depmod's modules.*.bin Patricia tries, byte-identical to kmod's depmod.
 
 kmod builds the trie by insertion (tools/depmod.c index_insert). The result is the
 canonical radix tree of the key set, so it is built here directly from the sorted
-keys. The root never has a prefix. Nodes are written post-order (children first,
-ascending character, then the node), which is kmod <= 33's layout; the header's
-root word is the root's offset.
+keys. The root never has a prefix. Two layouts, same nodes (docs/kmod-generations.md):
+kmod <= 33 writes post-order (children first, ascending character, then the node; the
+header's root word points at the end); kmod >= 34 writes pre-order (the node, then its
+children's subtrees in ascending character; the root follows the 12-byte header).
+Every libkmod reads both.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class IndexBuilder:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, preorder: bool = False) -> bytes:
+        """The .bin file: kmod 34's pre-order layout if preorder, else kmod 30's."""
         keys = sorted(self._entries)
         if not keys:  # just the header; the root word points at an empty node at its end
             return struct.pack(">III", INDEX_MAGIC, INDEX_VERSION, 12)
@@ -69,7 +72,8 @@ class IndexBuilder:
         if depth > sys.getrecursionlimit():  # one frame per trie level at most
             sys.setrecursionlimit(depth)
         out = bytearray(12)
-        root = self._write(out, keys, 0, len(keys), 0, True)
+        write = self._write_preorder if preorder else self._write
+        root = write(out, keys, 0, len(keys), 0, True)
         out[0:12] = struct.pack(">III", INDEX_MAGIC, INDEX_VERSION, root)
         return bytes(out)
 
@@ -111,4 +115,44 @@ class IndexBuilder:
             for prio, val in zip(prios, vals):
                 out += _u32.pack(prio) + val + b"\0"
             word |= NODE_VALUES
+        return word
+
+    def _write_preorder(self, out: bytearray, keys: list[bytes], lo: int, hi: int, depth: int,
+                        is_root: bool) -> int:
+        """Like _write, but the node goes first with zero child offsets that are patched
+        once each child's subtree is written (depmod.c index_write__node, kmod 34)."""
+        first_key = keys[lo]
+        end = depth if is_root else depth + _common_prefix_len(first_key[depth:], keys[hi - 1][depth:])
+        prefix = first_key[depth:end]
+        values = None
+        if lo < hi and len(first_key) == end:
+            values = self._entries[first_key]
+            lo += 1
+        ranges: list[tuple[int, int, int]] = []  # (character, lo, hi) of each child
+        stem = first_key[:end]
+        while lo < hi:
+            ch = keys[lo][end]
+            nxt = bisect.bisect_left(keys, stem + bytes((ch + 1,)), lo, hi)
+            ranges.append((ch, lo, nxt))
+            lo = nxt
+        word = len(out)
+        if prefix:
+            out += prefix + b"\0"
+            word |= NODE_PREFIX
+        table = 0
+        if ranges:
+            first, last = ranges[0][0], ranges[-1][0]
+            out += bytes((first, last))
+            table = len(out)
+            out += bytes(4 * (last - first + 1))
+            word |= NODE_CHILDS
+        if values is not None:
+            prios, vals = values
+            out += _u32.pack(len(vals))
+            for prio, val in zip(prios, vals):
+                out += _u32.pack(prio) + val + b"\0"
+            word |= NODE_VALUES
+        for ch, child_lo, child_hi in ranges:
+            child = self._write_preorder(out, keys, child_lo, child_hi, end + 1, False)
+            _u32.pack_into(out, table + 4 * (ch - ranges[0][0]), child)
         return word

@@ -17,6 +17,7 @@ from .config import ModprobeConfig
 from .elf import parse_module
 from .errors import KmodError, ModuleLookupError
 from .file import read_module_bytes
+from .generation import KmodGeneration, detect_generation
 from .names import has_module_extension, modname_from_path
 from .paths import KmodPaths
 from .resolver import Module, ModuleDB
@@ -142,8 +143,10 @@ def builtin_modinfo(moddir: str) -> dict[str, tuple[tuple[str, str], ...]]:
     return {name: tuple(fields) for name, fields in result.items()}
 
 
-def format_modinfo(info: ModInfo) -> str:
-    """The exact text ``modinfo`` prints for this module (default format, '\\n' separator)."""
+def format_modinfo(info: ModInfo, generation: KmodGeneration | None = None) -> str:
+    """The exact text ``modinfo`` prints for this module (default format, '\\n' separator),
+    as the given generation's modinfo prints it (default: the newest)."""
+    capped = (generation or KmodGeneration()).modinfo_pad_capped
     lines = []
     if info.builtin:
         lines.append(f"{'name:':<16}{info.name}")
@@ -151,8 +154,10 @@ def format_modinfo(info: ModInfo) -> str:
     for key, value in info.fields:
         if key in PARAM_KEYS:
             continue
-        # printf("%s:%-*s", key, 15 - keylen, ""): a negative width pads as its absolute value.
-        lines.append(f"{key}:{' ' * abs(15 - len(key))}{value}")
+        # printf("%s:%-*s", key, 15 - keylen, ""): kmod <= 33 pads a key longer than 15 by
+        # the negative width's absolute value; kmod 34 caps keylen at 15 (no padding).
+        pad = max(15 - len(key), 0) if capped else abs(15 - len(key))
+        lines.append(f"{key}:{' ' * pad}{value}")
     for p in info.params:
         if p.description is None:
             text = f"{p.name}:{p.type}"
@@ -171,8 +176,10 @@ class ModinfoReader:
     the indexes alone: a ModuleDB over an empty ModprobeConfig.
     """
 
-    def __init__(self, paths: KmodPaths, db: ModuleDB | None = None) -> None:
+    def __init__(self, paths: KmodPaths, db: ModuleDB | None = None,
+                 generation: KmodGeneration | None = None) -> None:
         self.paths = paths
+        self.generation = generation if generation is not None else detect_generation(paths)
         self.db = db if db is not None else ModuleDB(paths, ModprobeConfig())
         self._builtin_fields: dict[str, tuple[tuple[str, str], ...]] | None = None
 

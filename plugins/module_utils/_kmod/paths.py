@@ -25,6 +25,7 @@ class KmodPaths:
 
     root: str = "/"
     kernel_release: str = ""
+    kmod_compat: str = "auto"  # the kmod_compat option: generation.detect_generation honours it
 
     def __post_init__(self) -> None:
         if not self.kernel_release:
@@ -33,7 +34,8 @@ class KmodPaths:
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> "KmodPaths":
-        return cls(root=params.get("root") or "/", kernel_release=params.get("kernel_release") or "")
+        return cls(root=params.get("root") or "/", kernel_release=params.get("kernel_release") or "",
+                   kmod_compat=params.get("kmod_compat") or "auto")
 
     def under(self, *parts: str) -> str:
         """A path below root; absolute parts are re-rooted."""

@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import (
     ModprobeConfig, config_files, logical_lines)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.generation import KmodGeneration
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import CONFIG_DIRS, KmodPaths
 
 import kmod_oracle
@@ -95,7 +96,23 @@ def test_sources_and_warnings(kernel_6_1):
         f"{cont}:4", f"{cont}:6", f"{cont}:7", f"{cont}:8"]
     assert any("subdir.conf" in w for w in config.warnings)
     assert any(f"{etc / 'alias.conf'}:7" in w for w in config.warnings)  # bad ']'
-    assert config.weakdep_for("dummy").deps == ("veth",)
+
+
+def test_weakdep_and_alias_files_follow_the_generation(kernel_6_1):
+    """kmod 30 knows no weakdep (a bad line) and reads *.alias; kmod 34 the reverse."""
+    dirs = fixture_dirs("full")
+    paths = KmodPaths(str(kernel_6_1.root), kernel_6_1.release)
+    weakdep_conf = f"{FIXTURES / 'full' / 'etc' / 'modprobe.d' / 'weakdep.conf'}:1"
+    old = ModprobeConfig.load(paths, cmdline="", config_paths=dirs, generation=KmodGeneration(30))
+    assert old.weakdep_for("dummy") is None
+    assert any(w.startswith(weakdep_conf) and "'weakdep'" in w for w in old.warnings)
+    assert "legacy.alias" in {Path(f).name for f in old.files}
+    new = ModprobeConfig.load(paths, cmdline="", config_paths=dirs, generation=KmodGeneration(34))
+    assert new.weakdep_for("dummy").deps == ("veth",)
+    assert not any(w.startswith(weakdep_conf) for w in new.warnings)
+    assert "legacy.alias" not in {Path(f).name for f in new.files}
+    assert sorted(f for f in old.files if not f.endswith(".alias")) == sorted(
+        f for f in new.files if not f.endswith("modules.weakdep"))
 
 
 def test_cmdline_source_and_default(tmp_path, kernel_6_1):
