@@ -206,10 +206,17 @@ class Depmod:
                 stack.pop().close()
             elif entry.name in skip:
                 continue
-            elif entry.is_dir():
-                enter(entry.path)
-            elif entry.is_file() and entry.name.endswith(self.extensions):
-                self._add(entry.path, cfg, by_name, by_uncrelpath)
+            else:
+                try:
+                    is_dir = entry.is_dir()
+                    is_module = not is_dir and entry.is_file() and entry.name.endswith(self.extensions)
+                except OSError as exc:  # e.g. a symlink loop: depmod reports it and goes on
+                    self.warnings.append(f"cannot stat {entry.path}: {_reason(exc)}")
+                    continue
+                if is_dir:
+                    enter(entry.path)
+                elif is_module:
+                    self._add(entry.path, cfg, by_name, by_uncrelpath)
 
     def _add(self, path: str, cfg: DepmodConfig, by_name: dict[str, Module],
              by_uncrelpath: dict[str, Module]) -> None:
@@ -373,6 +380,7 @@ class Depmod:
     def _inputs(self) -> tuple[DepmodConfig, dict[str, Module], dict[str, StatKey], str]:
         """Configuration, the modules found, their stat keys, and a fingerprint of
         everything depmod's output depends on."""
+        _check_moddir(self.dirname)
         check_outputs(self.dirname)  # before anything reads them (up_to_date does)
         cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
         self.warnings.extend(cfg.warnings)
@@ -607,7 +615,7 @@ def publish(moddir: str, files: dict[str, bytes]) -> Published:
 
 
 @contextlib.contextmanager
-def locked_dir(directory: str, wait: float = LOCK_WAIT) -> t.Iterator[bool]:
+def locked_dir(directory: str, wait: float | None = None) -> t.Iterator[bool]:
     """Hold an exclusive flock on the directory itself (no lock file to leave behind) while
     writing into it; yields False where the filesystem cannot lock. Every kmod_depmod run
     takes it to publish, so a temporary file found while holding it belongs to no live run."""
@@ -616,6 +624,7 @@ def locked_dir(directory: str, wait: float = LOCK_WAIT) -> t.Iterator[bool]:
     except (OSError, ValueError) as exc:
         raise KmodError(f"Cannot open directory {directory}: {getattr(exc, 'strerror', None) or exc}",
                         path=directory) from exc
+    wait = LOCK_WAIT if wait is None else wait
     try:
         deadline = time.monotonic() + wait
         locked = False

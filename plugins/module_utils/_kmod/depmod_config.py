@@ -90,7 +90,7 @@ def file_kind(mode: int) -> str:
     """What a non-regular file is, for messages."""
     for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISLNK, "a symbolic link")):
+                       (stat.S_ISLNK, "a symlink")):
         if test(mode):
             return kind
     return "not a regular file"
