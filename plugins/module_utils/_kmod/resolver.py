@@ -17,7 +17,7 @@ import stat
 import typing as t
 
 from .config import Alias, Command, ModprobeConfig, Source
-from .errors import InvalidNameError, ModuleLookupError
+from .errors import IndexFormatError, InvalidNameError, ModuleLookupError
 from .index import Index, load_index
 from .names import (
     MODULE_EXTENSIONS, alias_normalize, fnmatch, modname_from_path, modname_normalize, validate_name)
@@ -325,6 +325,14 @@ class ModuleDB:
 
     def index(self, name: str) -> Index | None:
         if name not in self._indexes:
+            text = "modules.builtin.modinfo" if name == "modules.builtin.alias" else name
+            for path in (f"{self.moddir}/{name}.bin", f"{self.moddir}/{text}"):
+                state = _file_state(path)
+                # a FIFO would block the reader forever; a loop would pass for a missing file
+                if state not in ("missing", "file", "a directory"):
+                    raise IndexFormatError(f"{path} is {state}: cannot read the index", path=path)
+                if state != "missing":
+                    break  # like libkmod, the text file only counts without the .bin
             self._indexes[name] = load_index(self.moddir, name)
         return self._indexes[name]
 
@@ -540,7 +548,7 @@ def _file_state(path: str) -> str:
         return _reason(exc)
     if stat.S_ISREG(st.st_mode):
         return "file"
-    return "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+    return "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
 
 
 def _reason(exc: Exception) -> str:

@@ -281,12 +281,17 @@ def test_tree_never_indexed_is_explained(tree):
     assert "has no modules.dep" in exc.value.msg and "kmod_depmod" in exc.value.msg
 
 
-def test_modules_dep_symlink_loop_is_explained(tree):
-    for name in ("modules.dep", "modules.dep.bin"):
-        make_hostile(tree.moddir / name, "symlink loop")
-    with pytest.raises(ModuleLookupError) as exc:
-        make_db(tree).lookup("vfat")
-    assert "symlink loop" in exc.value.msg and str(tree.moddir / "modules.dep.bin") in exc.value.msg
+@pytest.mark.parametrize("kind", ["symlink loop", "FIFO", "directory"])
+@pytest.mark.parametrize("name", ["modules.dep.bin", "modules.dep", "modules.builtin.bin", "modules.alias.bin"])
+def test_index_that_is_not_a_file_is_an_error_naming_it(tree, name, kind):
+    assert real_depmod(tree).returncode == 0
+    make_hostile(tree.moddir / name, kind)
+    with pytest.raises(KmodError) as exc:
+        db = make_db(tree)
+        db.lookup("vfat")
+        db.lookup("fs-msdos")
+        db.lookup("nosuchmodule")
+    assert str(tree.moddir / name) in exc.value.msg
 
 
 def test_the_tree_is_only_searched_when_a_lookup_fails(tree, monkeypatch):
@@ -336,3 +341,11 @@ def test_symlink_loops_in_the_tree_are_skipped_like_depmod(tree):
     result = depmod(tree).build()
     assert result.files == {n: (tree.moddir / n).read_bytes() for n in OUTPUT_FILES}
     assert any("loop.ko" in w and "symlink loop" in w for w in result.warnings)
+
+
+def test_broken_text_index_beside_a_good_bin_is_ignored_like_libkmod(tree):
+    assert real_depmod(tree).returncode == 0
+    make_hostile(tree.moddir / "modules.dep", "symlink loop")
+    make_hostile(tree.moddir / "modules.alias", "FIFO")
+    db = make_db(tree)
+    assert db.lookup("vfat")[0].path.endswith("vfat.ko") and db.lookup("fs-msdos")[0].name == "msdos"
