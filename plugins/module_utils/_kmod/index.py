@@ -26,7 +26,7 @@ _HEADER_SIZE = 12
 # lookups use PATH_MAX buffers): a longer key, or a deeper path (each level adds a byte),
 # is corruption. Real indexes stay below 100 bytes and 25 levels.
 MAX_KEY = 4096
-MAX_DEPTH = MAX_KEY
+MAX_DEPTH = MAX_KEY + 1  # the root, then a node per byte at most
 
 _u32 = struct.Struct(">I")
 
