@@ -93,28 +93,31 @@ def resolve_in(root: str, path: str, follow: bool = True) -> str:
     """``path`` (inside the image) as a chrooted process at ``root`` would reach it.
 
     ``follow=False`` leaves a symlink in the last component unresolved (lstat-like).
-    A component that does not exist ends the walk: the rest is taken lexically (still
-    below root). Raises PathError on a symlink loop or an unreadable component.
+    Below a component that does not exist the rest is taken lexically (still below
+    root); a '..' back above it resumes the real walk, so the result never goes through
+    a symlink. Raises PathError on a symlink loop or an unreadable component.
     """
     pending = _components(path)
     pending.reverse()
     done: list[str] = []
     links = 0
-    missing = False
+    missing_at: int | None = None  # len(done) where the first missing component went
     while pending:
         comp = pending.pop()
         if comp == "..":
             if done:
                 done.pop()
+            if missing_at is not None and len(done) <= missing_at:
+                missing_at = None
             continue
-        if missing:
+        if missing_at is not None:
             done.append(comp)
             continue
         current = os.path.join(root, *done, comp)
         try:
             st = os.lstat(current)
         except (FileNotFoundError, NotADirectoryError):
-            missing = True
+            missing_at = len(done)
             done.append(comp)
             continue
         except OSError as exc:
