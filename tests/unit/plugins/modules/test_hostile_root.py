@@ -10,6 +10,7 @@ never shows up in a result or diff), and that a failure is a message, not a trac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,6 +73,20 @@ def host(template, tmp_path, monkeypatch, run_module):
         return run_module(module, check=check, diff=True, **args)
 
     return types.SimpleNamespace(root=root, outside=outside, run=run, release=template.release)
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fail the test, instead of hanging the run, if something blocks (on a FIFO)."""
+    def alarm(_signum, _frame):
+        raise TimeoutError("blocked reading a FIFO")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def snapshot(directory: Path) -> dict[str, object]:
@@ -309,22 +324,16 @@ def test_load_persistent_conf_not_a_file(host, kind):
     conf = host.root / "etc/modprobe.d/dummy.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
     {"dir": conf.mkdir, "fifo": lambda: os.mkfifo(conf), "loop": lambda: conf.symlink_to("dummy.conf")}[kind]()
-    signal.alarm(20)  # a FIFO must never block
-    try:
+    with no_hang():  # a FIFO must never block
         res = host.run(kmod_load, name="dummy", params="numdummies=2", persistent="present")
-    finally:
-        signal.alarm(0)
     assert res["failed"] and "dummy.conf" in res["msg"]
 
 
 def test_blacklist_fifo_in_modprobe_d_is_skipped(host):
     (host.root / "etc/modprobe.d").mkdir(parents=True, exist_ok=True)
     os.mkfifo(host.root / "etc/modprobe.d/fifo.conf")
-    signal.alarm(20)
-    try:
+    with no_hang():
         res = host.run(kmod_blacklist, name=["dummy"])
-    finally:
-        signal.alarm(0)
     assert not res.get("failed"), res.get("msg")
     assert "blacklist dummy" in (host.root / CONF.lstrip("/")).read_text()
 
@@ -333,11 +342,8 @@ def test_facts_fifo_in_modules_load_d_warns(host):
     (host.root / "etc/modules-load.d").mkdir(parents=True, exist_ok=True)
     os.mkfifo(host.root / "etc/modules-load.d/fifo.conf")
     (host.root / "etc/modules-load.d/ok.conf").write_text("dummy\n")
-    signal.alarm(20)
-    try:
+    with no_hang():
         res = host.run(kmod_facts, gather_subset=["boot"])
-    finally:
-        signal.alarm(0)
     assert not res.get("failed"), res.get("msg")
     assert [e["module"] for e in res["ansible_facts"]["kmod"]["modules_load"]] == ["dummy"]
     assert "fifo.conf" in json.dumps(res.get("warnings")), res
