@@ -347,3 +347,14 @@ def test_facts_fifo_in_modules_load_d_warns(host):
     assert not res.get("failed"), res.get("msg")
     assert [e["module"] for e in res["ansible_facts"]["kmod"]["modules_load"]] == ["dummy"]
     assert "fifo.conf" in json.dumps(res.get("warnings")), res
+
+
+def test_load_module_file_symlink_to_host(host):
+    """dummy.ko in the image links to a host file: the kernel never gets the host's bytes."""
+    ko = host.root / "lib/modules" / host.release / "kernel/drivers/net/dummy.ko"
+    ko.unlink()
+    ko.symlink_to(f"{host.outside}/lib/modules/{host.release}/kernel/drivers/net/dummy.ko")
+    before = snapshot(host.outside)
+    res = host.run(kmod_load, name="dummy")
+    assert res["failed"] and "dummy.ko" in res["msg"] and "No such file" in res["msg"]
+    assert_confined(host, res, before)
