@@ -16,7 +16,6 @@ With root '/' (the live system) paths are used as they are, like kmod does.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import os
 import re
