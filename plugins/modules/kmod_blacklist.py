@@ -67,6 +67,8 @@ options:
     description:
       - The C(modprobe.d) file to maintain, taken under O(root). Its name must end in C(.conf), as libkmod
         reads no other files.
+      - With O(root) other than C(/), symlinks on the way are followed inside O(root) only, and the file itself
+        must not be a symlink (it is refused, rather than written through or replaced).
     type: path
     default: /etc/modprobe.d/kernel-kmod-blacklist.conf
   exclusive:

@@ -177,7 +177,6 @@ elapsed:
 """
 
 import os
-import re
 import time
 import typing as t
 
@@ -187,7 +186,7 @@ from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argume
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
     Depmod, default_cache_file, find_stale_temps, publish, read_output, stale_files)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths, check_path_value
 
 
 # The text indexes whose changes the diff shows, line by line (modules.symbols would
@@ -218,10 +217,14 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
     start = time.monotonic()
     if params["jobs"] < 0:
         raise KmodError(f"jobs must be 0 (one per CPU) or more, not {params['jobs']}")
+    # KmodPaths checks root and kernel_release (one component starting "N.N", as depmod's
+    # is_version_number); the other paths are checked here to name their option.
     paths = KmodPaths.from_params(params)
-    # depmod accepts only "N.N..." (is_version_number); a '/' would leave lib/modules
-    if "/" in paths.kernel_release or not re.match(r"\d+\.\d+", paths.kernel_release):
-        raise KmodError(f"kernel_release {paths.kernel_release!r} is not a kernel version")
+    for option in ("system_map", "symvers", "cache_dir"):
+        if params[option]:
+            check_path_value(params[option], option)
+    for value in params["config_dirs"] or ():
+        check_path_value(value, "config_dirs")
     system_map = params["system_map"] and paths.under(params["system_map"])
     symvers = params["symvers"] and paths.under(params["symvers"])
     if params["check_unresolved"] and not (system_map or symvers):

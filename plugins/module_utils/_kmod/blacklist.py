@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tempfile
 import typing as t
 
@@ -18,7 +19,7 @@ from .config import ModprobeConfig
 from .config_edit import ModprobeConfEditor, check_module_name, edit_blacklist, module_key
 from .errors import ConfigError, ModuleLookupError
 from .names import fnmatch
-from .paths import KmodPaths
+from .paths import KmodPaths, check_path_value, resolve_host
 from .plan import CommandRunner, Plan, Planner, execute
 from .resolver import ModuleDB
 
@@ -84,13 +85,23 @@ class BlacklistPlan:
 
 
 def conf_path(paths: KmodPaths, path: str, warnings: list[str]) -> str:
-    """The file under root, checked so that libkmod will really read it."""
+    """The file under root, checked so that libkmod will really read it.
+
+    Under a root other than '/', its directory is resolved like a chroot would (symlinks
+    followed inside the image, never out of it) and a symlink as the file itself is
+    refused (writing would copy its target's content); on the live system the write
+    replaces such a link by a regular file, as before.
+    """
+    check_path_value(path, "path")
     name = os.path.basename(path)
     if not os.path.isabs(path) or not name.endswith(".conf") or name.startswith("."):
         raise ConfigError(f"path {path!r} must be an absolute path to a *.conf file not starting "
                           "with '.': libkmod reads no other modprobe.d files", path=path)
-    full = paths.under(os.path.normpath(path))  # normpath: '..' cannot climb out of root
-    if os.path.isdir(full):
+    full = paths.under(os.path.normpath(path), follow=False)  # '..' cannot climb out of root
+    if paths.confined and os.path.islink(full):
+        raise ConfigError(f"path {full} is a symbolic link inside root: kernel.kmod neither follows nor "
+                          "replaces it there (set path to the file itself, or remove the link)", path=full)
+    if _isdir(resolve_host(full)):
         raise ConfigError(f"path {full} is a directory", path=full)
     winner = _winner(paths, full)
     if winner is None:
@@ -106,15 +117,30 @@ def _winner(paths: KmodPaths, full: str) -> str | None:
     """Which file libkmod reads under full's basename once full exists (None: full is not
     in a configuration directory). The first directory in libkmod's order wins."""
     directory, name = os.path.split(full)
-    here = os.path.realpath(directory)
-    if here not in {os.path.realpath(d) for d in paths.modprobe_dirs}:
+    here = paths.resolve(directory)
+    dirs = [(d, paths.resolve(d)) for d in paths.modprobe_dirs]
+    if here not in {real for _d, real in dirs}:
         return None
-    for d in paths.modprobe_dirs:
-        if os.path.realpath(d) == here:
+    for d, real in dirs:
+        if real == here:
             return full
-        if os.path.isfile(os.path.join(d, name)):
+        if _isfile(resolve_host(os.path.join(d, name))):
             return os.path.join(d, name)
     return None
+
+
+def _isdir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _isfile(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: str, path: str,
@@ -124,10 +150,9 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
     names = [check_module_name(n) for n in names]
     warnings: list[str] = []
     full = conf_path(paths, path, warnings)
-    try:
-        before = _decode(read_bytes(full))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read {full}: {exc.strerror}", path=full) from exc
+    # Inside root (a symlink there is followed inside the image); a FIFO, a directory or
+    # a symlink loop is a PathError naming the file.
+    before = _decode(read_bytes(full))
     after = edit_blacklist(before, names, state, mode, exclusive)
     unload_plan = planner = None
     if unload and state == "present":

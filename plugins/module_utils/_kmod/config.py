@@ -12,9 +12,11 @@ import os
 import stat
 import typing as t
 
+from .atomic import read_file
+from .errors import KmodError
 from .generation import KmodGeneration, detect_generation
 from .names import alias_normalize, fnmatch
-from .paths import KmodPaths
+from .paths import KmodPaths, resolve_host
 
 KCMDLINE_MAX = 4095  # libkmod reads /proc/cmdline into a 4096-byte buffer
 _C_SPACE = " \t\n\v\f\r"  # C isspace() in the "C" locale
@@ -96,8 +98,8 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
     dirs = paths.modprobe_dirs if config_paths is None else list(config_paths)
     for d in dirs:
         try:
-            st = os.stat(d)
-        except OSError:
+            st = os.stat(resolve_host(d))
+        except (OSError, KmodError):
             continue
         if not stat.S_ISDIR(st.st_mode):
             by_name.setdefault(os.path.basename(d), d)
@@ -112,12 +114,20 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
             if not _is_conf_name(name, gen.conf_suffixes) or name in by_name:
                 continue
             full = os.path.join(d, name)
-            if os.path.isdir(full):
+            if _is_dir(full):
                 if warnings is not None:
                     warnings.append(f"{full}: directories inside configuration directories are ignored")
                 continue
             by_name[name] = full
     return [by_name[name] for name in sorted(by_name, key=lambda n: n.encode("utf-8", "surrogateescape"))]
+
+
+def _is_dir(path: str) -> bool:
+    # Followed inside root (an entry linking to /etc is ROOT/etc, never the host's).
+    try:
+        return stat.S_ISDIR(os.stat(resolve_host(path)).st_mode)
+    except (OSError, KmodError):
+        return False
 
 
 def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
@@ -239,20 +249,25 @@ class ModprobeConfig:
         """
         config = cls(generation=generation if generation is not None else detect_generation(paths))
         for path in config_files(paths, config_paths, config.warnings, config.generation):
+            # Read inside root (a symlink to /etc/shadow is ROOT/etc/shadow), regular
+            # files only: a FIFO or device would block or never end.
             try:
-                with open(path, "rb") as f:
-                    text = f.read().decode("utf-8", "surrogateescape")
-            except OSError:
+                data = read_file(path)
+            except KmodError as exc:
+                config.warnings.append(f"{path}: skipped: {exc.msg}")
+                continue
+            if data is None:
                 continue  # libkmod skips files it cannot open, silently
+            text = data.decode("utf-8", "surrogateescape")
             config.files.append(path)
             config.parse(text, path)
         cmdline_path = paths.proc("cmdline")
         if cmdline is None:
             try:
-                with open(cmdline_path, "rb") as f:
-                    cmdline = f.read(KCMDLINE_MAX).decode("utf-8", "surrogateescape")
-            except OSError:
-                cmdline = ""
+                data = read_file(cmdline_path, limit=KCMDLINE_MAX)
+            except KmodError:
+                data = None
+            cmdline = (data or b"").decode("utf-8", "surrogateescape")
         config.parse_kcmdline(cmdline, Source(cmdline_path, 0))
         return config
 

@@ -12,7 +12,8 @@ import threading
 import typing as t
 import zlib
 
-from .errors import ModuleFileError
+from .atomic import read_file
+from .errors import KmodError, ModuleFileError
 
 try:
     import zstandard
@@ -187,10 +188,11 @@ def read_module_bytes(path: str) -> tuple[bytes, str | None]:
     than libkmod accepts, or does not decompress.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ModuleFileError(f"{path}: cannot read: {exc.strerror}", path=path) from exc
+        data = read_file(path)  # confined to root, regular files only
+    except KmodError as exc:
+        raise ModuleFileError(exc.msg, path=path) from exc
+    if data is None:
+        raise ModuleFileError(f"{path}: cannot read: No such file or directory", path=path)
     if len(data) < _MIN_SIZE:
         raise ModuleFileError(f"{path}: file too short ({len(data)} bytes) to be a module", path=path)
     compression = detect_compression(data)

@@ -32,10 +32,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 import struct
 import typing as t
 
+from .atomic import read_file
 from .errors import KmodError
 
 if t.TYPE_CHECKING:
@@ -170,20 +170,12 @@ def _dpkg_stanza(data: bytes, package: str) -> bytes | None:
 
 
 def _read_regular(path: str, limit: int) -> bytes | None:
-    """Up to limit bytes of a regular file; None for anything else (a FIFO must not block)."""
+    """Up to limit bytes of a regular file inside root; None for anything else (a FIFO
+    must not block, a missing or odd file just gives no evidence)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, ValueError):
+        return read_file(path, limit, missing_ok_notdir=True)
+    except KmodError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _from_dpkg(paths: KmodPaths) -> KmodGeneration | None:

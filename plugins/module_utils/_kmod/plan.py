@@ -544,8 +544,8 @@ class Planner:
         if result.module is None:
             return
         module = result.module
-        load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf")
-        opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf")
+        load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf", follow=False)
+        opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf", follow=False)
         present = persistent == "present"
         yield from self._edit(load_conf, lambda text: _edit_modules_load(text, module, present))
         if present and params is None:
