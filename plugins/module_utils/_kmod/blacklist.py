@@ -9,14 +9,16 @@ own modprobe logic against the configuration as libkmod will read it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import typing as t
 
-from .atomic import read_bytes, write_if_changed
+from .atomic import read_bytes
 from .config import ModprobeConfig
 from .config_edit import ModprobeConfEditor, check_module_name, edit_blacklist, module_key
 from .errors import ConfigError, ModuleLookupError
+from .lock import edit_locked
 from .names import fnmatch
 from .paths import KmodPaths
 from .plan import CommandRunner, Plan, Planner, execute
@@ -53,6 +55,8 @@ class BlacklistPlan:
     unload: Plan | None
     planner: Planner | None
     warnings: list[str]
+    # The edit itself (text -> text), applied again under the file's lock by apply().
+    edit: t.Callable[[str | None], str | None] | None = None
 
     @property
     def file_changed(self) -> bool:
@@ -135,13 +139,23 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
         loaded = [n for n in names if module_key(n) in planner.loaded]
         if loaded:
             unload_plan = planner.plan(loaded, "absent")
-    return BlacklistPlan(paths, full, names, before, after, unload_plan, planner, warnings)
+    return BlacklistPlan(paths, full, names, before, after, unload_plan, planner, warnings,
+                         functools.partial(edit_blacklist, names=names, state=state, mode=mode,
+                                           exclusive=exclusive))
 
 
 def apply(plan: BlacklistPlan, loader: Loader, run: CommandRunner) -> None:
-    """Write the file first, so that nothing autoloads a module again once it is gone."""
+    """Write the file first, so that nothing autoloads a module again once it is gone.
+
+    The edit is made again under the file's lock on the text found then, so concurrent
+    runs keep each other's entries; the plan then shows what was really written.
+    """
     if plan.file_changed:
-        write_if_changed(plan.path, _encode(plan.after))
+        if plan.edit is not None:
+            plan.before, after = edit_locked(plan.path, plan.edit)
+            plan.after = after or ""
+        else:
+            edit_locked(plan.path, lambda _text: plan.after)
     if plan.unload and plan.planner:
         execute(plan.unload, loader, run, plan.planner)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import typing as t
 
@@ -120,31 +121,64 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
 
 def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
     """(first physical line number, line, raw text) as kmod's freadline_wrapped joins them:
-    backslash-newline continues a line, any other backslash escape keeps just the char.
+    backslash-newline continues a line, any other backslash escape keeps just the char,
+    and the line ends at a NUL byte (libkmod handles it as a C string).
     ``raw`` is the physical text the line came from, its newline included, so that an
-    editor can keep lines it does not change byte for byte."""
+    editor can keep lines it does not change byte for byte.
+
+    A backslash at the very end of the file is dropped, as kmod 31+ does (kmod 30 stores
+    getc's EOF there as a 0xFF byte: a bug we do not copy; ``ends_open`` tells editors).
+    """
     lineno = 1
     i, n = 0, len(text)
+    find = text.find
     while i < n:
         start, first = i, lineno
-        out: list[str] = []
-        while i < n:
-            c = text[i]
-            i += 1
-            if c == "\n":
-                lineno += 1
+        escaped = False
+        while True:
+            j = find("\n", i)
+            end = n if j < 0 else j + 1
+            if not escaped and find("\\", i, end) >= 0:
+                escaped = True
+            i = end
+            if j < 0:
                 break
-            if c == "\\" and i < n:
-                c = text[i]
-                i += 1
-                if c == "\n":
-                    lineno += 1
-                    continue
-            elif c == "\\":
-                # kmod 30 stores getc's EOF here as a 0xFF byte: a bug we do not copy
-                continue
-            out.append(c)
-        yield first, "".join(out), text[start:i]
+            lineno += 1
+            if not escaped or not _odd_backslashes(text, j):
+                break
+        raw = text[start:i]
+        body = raw[:-1] if raw.endswith("\n") and (not escaped or not _odd_backslashes(raw, len(raw) - 1)) else raw
+        line = _ESCAPE.sub(_unescape, body) if escaped else body
+        if "\0" in line:
+            line = line[:line.index("\0")]
+        yield first, line, raw
+
+
+_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    char = match.group(1)
+    return "" if char in ("\n", "") else char
+
+
+def _odd_backslashes(text: str, end: int) -> bool:
+    """Whether an odd run of backslashes ends just before text[end] (it escapes that char).
+    A run always starts fresh: whatever precedes it was a plain or an escaped char."""
+    k = end
+    while k > 0 and text[k - 1] == "\\":
+        k -= 1
+    return (end - k) % 2 == 1
+
+
+def ends_open(raw: str) -> str:
+    """How the raw text of a file's last logical line ends: 'closed' (its newline ends it),
+    'unterminated' (no newline: appending one keeps its meaning), 'continued' (a final
+    backslash-newline: one more newline ends it, same meaning) or 'backslash' (a lone final
+    backslash: anything appended would change it, so new lines go before it)."""
+    if raw.endswith("\n"):
+        return "continued" if _odd_backslashes(raw, len(raw) - 1) else "closed"
+    return "backslash" if _odd_backslashes(raw, len(raw)) else "unterminated"
 
 
 class LineTokens:
