@@ -130,36 +130,24 @@ def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
     getc's EOF there as a 0xFF byte: a bug we do not copy; ``ends_open`` tells editors).
     """
     lineno = 1
-    i, n = 0, len(text)
-    find = text.find
-    while i < n:
-        start, first = i, lineno
-        escaped = False
-        while True:
-            j = find("\n", i)
-            end = n if j < 0 else j + 1
-            if not escaped and find("\\", i, end) >= 0:
-                escaped = True
-            i = end
-            if j < 0:
-                break
-            lineno += 1
-            if not escaped or not _odd_backslashes(text, j):
-                break
-        raw = text[start:i]
-        body = raw[:-1] if raw.endswith("\n") and (not escaped or not _odd_backslashes(raw, len(raw) - 1)) else raw
-        line = _ESCAPE.sub(_unescape, body) if escaped else body
-        if "\0" in line:
-            line = line[:line.index("\0")]
-        yield first, line, raw
+    for match in _LOGICAL.finditer(text):
+        raw = match.group()
+        if not raw:
+            break  # the empty match at the end of the text
+        body = match.group(1)
+        if "\\" in body:
+            # Every newline left in body was escaped (a continuation): it goes too.
+            body = _ESCAPE.sub(r"\1", body).replace("\n", "")
+        if "\0" in body:
+            body = body[:body.index("\0")]
+        yield lineno, body, raw
+        lineno += raw.count("\n")
 
 
+# A logical line: plain chars, escapes (a backslash and any char, a newline too: that is a
+# continuation; or a backslash at the very end), then its newline or the end of the text.
+_LOGICAL = re.compile(r"((?:[^\\\n]+|\\.|\\\Z)*)(?:\n|\Z)", re.DOTALL)
 _ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
-
-
-def _unescape(match: re.Match[str]) -> str:
-    char = match.group(1)
-    return "" if char in ("\n", "") else char
 
 
 def _odd_backslashes(text: str, end: int) -> bool:
@@ -181,6 +169,9 @@ def ends_open(raw: str) -> str:
     return "backslash" if _odd_backslashes(raw, len(raw)) else "unterminated"
 
 
+_TOKEN = re.compile("[^ \t]+")
+
+
 class LineTokens:
     """strtok_r over ' ' and '\\t' with libkmod's "rest of line" (strtok_r(NULL, "\\0"))."""
 
@@ -189,17 +180,12 @@ class LineTokens:
         self.pos = 0
 
     def next(self) -> str | None:
-        line, i = self.line, self.pos
-        while i < len(line) and line[i] in " \t":
-            i += 1
-        if i >= len(line):
-            self.pos = i
+        match = _TOKEN.search(self.line, self.pos)
+        if match is None:
+            self.pos = len(self.line)
             return None
-        j = i
-        while j < len(line) and line[j] not in " \t":
-            j += 1
-        self.pos = j + 1  # strtok_r overwrites the one separator that ended the token
-        return line[i:j]
+        self.pos = match.end() + 1  # strtok_r overwrites the one separator that ended the token
+        return match.group()
 
     def rest(self) -> str | None:
         rest = self.line[self.pos:]

@@ -14,7 +14,7 @@ import os
 import re
 import typing as t
 
-from .config import LineTokens, ends_open, logical_lines
+from .config import ends_open, logical_lines
 from .errors import InvalidNameError, KmodError
 from .names import alias_normalize, validate_name
 
@@ -32,10 +32,13 @@ _STOPPING_COMMANDS = frozenset(("false", "true"))
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 _BLANKS = re.compile("[ \t]+")
+_REST = re.compile("[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t](.*)", re.DOTALL)
 
 NEW_FILE_HEADER = "# Managed by kernel.kmod.kmod_blacklist: blacklisted and disabled kernel modules.\n"
 # The kinds of lines ensure/remove manage (options lines are edit_options' business).
 _ENTRY_KINDS = frozenset(("blacklist", "install", "softdep"))
+_KINDS = _ENTRY_KINDS | {"options"}
+_KIND_PREFIXES = tuple(_KINDS)
 
 
 def check_module_name(name: object, option: str = "name") -> str:
@@ -60,23 +63,23 @@ class ConfLine:
     the same questions of every line many times.
     """
 
-    __slots__ = ("raw", "words", "rest", "kind", "key", "stops_loading", "no_softdeps",
+    __slots__ = ("raw", "logical", "_words", "rest", "kind", "key", "stops_loading", "no_softdeps",
                  "is_entry", "is_disable", "dead", "after")
 
-    def __init__(self, raw: str, words: list[str], rest: str = "") -> None:
+    def __init__(self, raw: str, logical: str, words: list[str] | None = None, rest: str = "") -> None:
         self.raw = raw
-        self.words = words
+        self.logical = logical  # "" for a comment
+        self._words = words
         # Text after the single blank that ended the module name, as strtok_r(…, "\0") gives it.
         self.rest = rest
         self.dead = False  # dropped by an edit
-        self.after: list[ConfLine] = []  # new lines an edit puts right after this one
-        self.kind = _kind(words, rest)
+        self.after: list[ConfLine] | None = None  # new lines an edit puts right after this one
+        self.kind = kind = _kind(words, rest) if words else None
         self.key = None
-        if self.kind is not None:
-            try:
-                self.key = alias_normalize(words[1])
-            except ValueError:
-                self.key = None  # kmod rejects the line ("ignoring bad line")
+        if kind is None:  # most lines of a big file: nothing more to learn
+            self.stops_loading = self.no_softdeps = self.is_entry = self.is_disable = False
+            return
+        self.key = _normalize(words[1])
         command = _shell_words(rest) if self.kind == "install" else []
         # An install line whose command only succeeds or fails without loading anything.
         self.stops_loading = len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
@@ -87,8 +90,24 @@ class ConfLine:
         # install NAME /bin/false (or another false): every load fails.
         self.is_disable = self.stops_loading and os.path.basename(command[0]) == "false"
 
+    @property
+    def words(self) -> list[str]:
+        """The words kmod splits the line into ([] for blank lines and comments)."""
+        if self._words is None:
+            self._words = [w for w in _BLANKS.split(self.logical) if w]
+        return self._words
+
     def __repr__(self) -> str:
         return f"ConfLine({self.raw!r})"
+
+
+def _normalize(name: str) -> str | None:
+    if "[" not in name and "]" not in name:
+        return name.replace("-", "_")
+    try:
+        return alias_normalize(name)
+    except ValueError:
+        return None  # kmod rejects the line ("ignoring bad line")
 
 
 def _kind(words: list[str], rest: str) -> str | None:
@@ -134,12 +153,15 @@ def parse_lines(text: str) -> list[ConfLine]:
 
 def _make_line(raw: str, logical: str) -> ConfLine:
     if not logical or logical[0] == "#":
-        return ConfLine(raw, [])
+        return ConfLine(raw, "", [])
+    if not logical.lstrip(" \t").startswith(_KIND_PREFIXES):
+        return ConfLine(raw, logical)  # words only when asked for: most lines of a big file
     words = [w for w in _BLANKS.split(logical) if w]
-    tokens = LineTokens(logical)
-    tokens.next()
-    tokens.next()
-    return ConfLine(raw, words, tokens.rest() or "")
+    if words[0] not in _KINDS:
+        return ConfLine(raw, logical, words)
+    # strtok_r(…, "\0") after two tokens: the text after the one blank that ends the second
+    match = _REST.match(logical)
+    return ConfLine(raw, logical, words, match.group(1) if match else "")
 
 
 def escape_line(text: str) -> str:
@@ -181,6 +203,8 @@ class ConfText:
                 self.tail.append(parse_lines(self.header)[0])
             self.tail.append(new)
         else:
+            if anchor.after is None:
+                anchor.after = []
             anchor.after.append(new)
         return new
 
@@ -191,31 +215,45 @@ class ConfText:
                 yield line
 
     def _walk(self) -> t.Iterator[ConfLine]:
-        tops = [ln for ln in self.lines if ln is not self.open_end] if self.open_end else self.lines
-        stack = [iter(tops), iter(self.tail)]
-        stack.reverse()
-        while stack:
-            line = next(stack[-1], None)
-            if line is None:
-                stack.pop()
-                continue
-            yield line
-            if line.after:
-                stack.append(iter(line.after))
+        for lines in (self.lines, self.tail):
+            for line in lines:
+                if line is self.open_end:
+                    continue
+                yield line
+                if line.after:
+                    yield from _followers(line)
         if self.open_end is not None:
             yield self.open_end
 
     def text(self) -> str:
         out: list[str] = []
-        needs_newline = False
-        for line in self.alive():
-            if needs_newline:
+        last = self.lines[-1] if self.lines else None
+        # Only the file's last original line can end without closing itself.
+        last_open = last is not None and ends_open(last.raw) in ("unterminated", "continued")
+        pending = False
+        for line in self._walk():
+            if line.dead:
+                continue
+            if pending:
                 out.append("\n")
-            raw = line.raw
-            out.append(raw)
-            # Only a file's last original line can end without closing itself.
-            needs_newline = (raw[-1:] != "\n" or raw[-2:-1] == "\\") and ends_open(raw) != "closed"
+                pending = False
+            out.append(line.raw)
+            if line is last:
+                pending = last_open
         return "".join(out)
+
+
+def _followers(line: ConfLine) -> t.Iterator[ConfLine]:
+    """The new lines after line, each followed by its own, depth first (no recursion)."""
+    stack = [iter(line.after or ())]
+    while stack:
+        follower = next(stack[-1], None)
+        if follower is None:
+            stack.pop()
+            continue
+        yield follower
+        if follower.after:
+            stack.append(iter(follower.after))
 
 
 class ModprobeConfEditor:
