@@ -185,6 +185,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.kparams import check_text
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, execute, format_params
@@ -194,6 +195,8 @@ def _names(value: t.Any) -> list[str]:
     names = value if isinstance(value, list) else [value]
     if not names:
         raise KmodError("name must hold at least one module name")
+    for name in names:
+        check_text(name, "name", "module name")  # no control, surrogate or line-separator character
     return names
 
 

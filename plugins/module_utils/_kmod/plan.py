@@ -602,18 +602,18 @@ def _meaningful(lines: list[str]) -> bool:
 def _edit_modules_load(text: str | None, module: str, present: bool) -> str | None:
     """modules-load.d: one module name per line; '#' and ';' start comments.
 
-    A line is ours when systemd reads exactly our module from it; a line that also names
-    something else (a "\r" inside) is not ours to remove.
+    Any line systemd reads our module from will do; a line is ours to remove when systemd
+    reads exactly our module from it (one with a "\r" inside also names something else).
     """
     parts = (text or "").split("\n")
     lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    keep = [ln for ln in lines if [_key(n) for n in _load_entries(ln)] != [module]]
     if present:
-        if len(keep) != len(lines):
+        if any(module in (_key(n) for n in _load_entries(ln)) for ln in lines):
             return text
-        if keep and not keep[-1].endswith("\n"):
-            keep[-1] += "\n"
-        return "".join(keep or [MANAGED_HEADER]) + f"{module}\n"
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines or [MANAGED_HEADER]) + f"{module}\n"
+    keep = [ln for ln in lines if [_key(n) for n in _load_entries(ln)] != [module]]
     return "".join(keep) if _meaningful(keep) else None
 
 
