@@ -223,9 +223,9 @@ def main() -> t.NoReturn:
         return module.run_command(["/bin/sh", "-c", command], environ_update=env)
 
     try:
+        names, params = _names(p["name"]), _params(p["params"])  # refused before anything is read
         planner = Planner(KmodPaths.from_params(p))
-        plan = planner.plan(_names(p["name"]), p["state"], _params(p["params"]), p["reload"],
-                            p["persistent"])
+        plan = planner.plan(names, p["state"], params, p["reload"], p["persistent"])
         if not module.check_mode:
             execute(plan, Loader(LinuxSyscalls(), planner.kstate.compression()), run, planner)
     except KmodError as e:
