@@ -164,6 +164,35 @@ def _make_line(raw: str, logical: str) -> ConfLine:
     return ConfLine(raw, logical, words, match.group(1) if match else "")
 
 
+# Without backslashes and NULs every physical line is a logical line: a line can be an
+# entry only if its first word is one of these (kmod splits words on blanks only).
+_ENTRY_LINE = re.compile(r"^[ \t]*(?:blacklist|install|softdep|options)[ \t][^\n]*\n?", re.M)
+_WORDS_LINE = re.compile(r"^(?!#)[ \t]*[^ \t\n]", re.M)
+
+
+def _parse_for_edit(text: str) -> list[ConfLine]:
+    """parse_lines, except that a run of lines no edit can touch is one ConfLine (its
+    words: one placeholder when some line of it has words, else none). Only for texts
+    without backslashes and NULs; others are parsed line by line."""
+    if "\\" in text or "\0" in text:
+        return parse_lines(text)
+    out: list[ConfLine] = []
+    pos = 0
+    for match in _ENTRY_LINE.finditer(text):
+        if match.start() > pos:
+            out.append(_chunk(text[pos:match.start()]))
+        raw = match.group()
+        out.append(_make_line(raw, raw[:-1] if raw.endswith("\n") else raw))
+        pos = match.end()
+    if pos < len(text):
+        out.append(_chunk(text[pos:]))
+    return out
+
+
+def _chunk(raw: str) -> ConfLine:
+    return ConfLine(raw, "", ["(lines)"] if _WORDS_LINE.search(raw) else [])
+
+
 def escape_line(text: str) -> str:
     """Text as it must be written so that libkmod's line reader gives it back: a backslash
     is doubled (a lone one would escape the next character or join the next line)."""
@@ -184,7 +213,7 @@ class ConfText:
 
     def __init__(self, text: str | None, header: str = "") -> None:
         """text is None when the file does not exist yet: a new file gets header first."""
-        self.lines = parse_lines(text or "")
+        self.lines = _parse_for_edit(text or "")
         self.header = header if text is None else ""
         self.tail: list[ConfLine] = []
         last = self.lines[-1] if self.lines else None
