@@ -45,6 +45,11 @@ options:
     description:
       - Module parameters for O(name), as one string (C(numdummies=2 foo="a b")) or a dict.
       - In a dict, booleans become C(1)/C(0), lists become comma-separated arrays, V(null) gives a bare C(key).
+        A value with blanks is quoted (C(key="a b")).
+      - The kernel splits the string at blanks outside double quotes and has no escapes, so what it cannot
+        take back exactly as asked is refused before anything is touched: control characters (newline, tab,
+        ...), Unicode line separators, a double quote inside a value, unbalanced quotes, a word that is not
+        a parameter name (letters, digits, C(_), C(.), C(-)), a list item with a comma.
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.

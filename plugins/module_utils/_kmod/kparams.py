@@ -192,3 +192,23 @@ def _value_text(key: str, value: object, option: str) -> str:
         return ",".join(items)
     raise KmodError(f"Invalid {option}: the value of {key} is a {type(value).__name__}; it must be a string, "
                     f"number, boolean, null or list", option=option)
+
+
+# What /bin/sh would take as syntax in an unquoted word, besides blanks and double quotes.
+_SHELL_SPECIAL = frozenset("$`;&|<>()\\'*?[]{}~")
+
+
+def check_command_options(options: str, command: str, where: str, option: str = "params") -> None:
+    """Refuse options that an install command would hand to /bin/sh as syntax.
+
+    modprobe replaces ``$CMDLINE_OPTS`` in an install command with the module's options,
+    those from modprobe.d included, and runs the result with /bin/sh: there ``$(...)``,
+    ``;`` or a backquote in a value would run commands as root.
+    """
+    if "$CMDLINE_OPTS" not in command:
+        return
+    bad = sorted(set(options) & _SHELL_SPECIAL)
+    if bad:
+        raise KmodError(f"Invalid {option} {options!r}: {where} runs the install command {command!r}, which "
+                        f"hands the options to /bin/sh through $CMDLINE_OPTS, where {' '.join(bad)} would be "
+                        f"shell syntax", option=option)

@@ -546,6 +546,9 @@ class Planner:
             # Blanks around the words mean nothing to the kernel (quotes are balanced).
             options = params.strip(" ") or None
         if options:
+            install = self.db.config.install_for(module)
+            if install is not None:
+                kparams.check_command_options(options, install.command, str(install.source))
             result.params_overridden = self._overriding_options(module, opts_conf, options)
         yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
 
