@@ -10,8 +10,9 @@ earlier (for check mode and the diff) is recomputed on the fresh text.
 The lock is a POSIX record lock (``fcntl.lockf``) on a hidden file in the directory:
 libkmod reads no hidden files and only ``*.conf``, systemd-modules-load only ``*.conf``.
 POSIX locks are what NFS locks (lockd, NFSv4), so hosts that share a root over NFS
-exclude each other too. The lock file is never removed: a run could otherwise lock a new
-file while another still holds the old one.
+exclude each other too (not on a mount with ``nolock``, where Linux keeps locks local to
+each host). The lock file is never removed: a run could otherwise lock a new file while
+another still holds the old one.
 """
 
 from __future__ import annotations
