@@ -66,7 +66,10 @@ class ConfLine:
     __slots__ = ("raw", "logical", "_words", "rest", "kind", "key", "stops_loading", "no_softdeps",
                  "is_entry", "is_disable", "dead", "after")
 
-    def __init__(self, raw: str, logical: str, words: list[str] | None = None, rest: str = "") -> None:
+    def __init__(self, raw: str, logical: str, words: list[str] | None = None, rest: str = "",
+                 head: tuple[str, str] | None = None) -> None:
+        """words: None to split logical when asked; head: the first two words when the
+        caller found them (then words are split only when asked)."""
         self.raw = raw
         self.logical = logical  # "" for a comment
         self._words = words
@@ -74,12 +77,14 @@ class ConfLine:
         self.rest = rest
         self.dead = False  # dropped by an edit
         self.after: list[ConfLine] | None = None  # new lines an edit puts right after this one
-        self.kind = kind = _kind(words, rest) if words else None
+        if head is None:
+            head = (words[0], words[1] if len(words) > 1 else "") if words else ("", "")
+        self.kind = kind = _kind(head, rest)
         self.key = None
         if kind is None:  # most lines of a big file: nothing more to learn
             self.stops_loading = self.no_softdeps = self.is_entry = self.is_disable = False
             return
-        self.key = _normalize(words[1])
+        self.key = _normalize(head[1])
         command = _shell_words(rest) if self.kind == "install" else []
         # An install line whose command only succeeds or fails without loading anything.
         self.stops_loading = len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
@@ -110,14 +115,14 @@ def _normalize(name: str) -> str | None:
         return None  # kmod rejects the line ("ignoring bad line")
 
 
-def _kind(words: list[str], rest: str) -> str | None:
-    """'blacklist', 'install', 'softdep' or 'options' when kmod would take the line as one."""
-    if not words:
-        return None
-    if words[0] == "blacklist" and len(words) >= 2:
+def _kind(head: tuple[str, str], rest: str) -> str | None:
+    """'blacklist', 'install', 'softdep' or 'options' when kmod would take the line as one
+    (head: its first two words, "" for none)."""
+    first, name = head
+    if first == "blacklist" and name:
         return "blacklist"
-    if words[0] in ("install", "softdep", "options") and rest:
-        return words[0]
+    if first in ("install", "softdep", "options") and name and rest:
+        return first
     return None
 
 
@@ -166,7 +171,7 @@ def _make_line(raw: str, logical: str) -> ConfLine:
 
 # Without backslashes and NULs every physical line is a logical line: a line can be an
 # entry only if its first word is one of these (kmod splits words on blanks only).
-_ENTRY_LINE = re.compile(r"^[ \t]*(?:blacklist|install|softdep|options)[ \t][^\n]*\n?", re.M)
+_ENTRY_LINE = re.compile(r"^[ \t]*(blacklist|install|softdep|options)[ \t]+([^ \t\n]*)(?:[ \t]([^\n]*))?\n?", re.M)
 _WORDS_LINE = re.compile(r"^(?!#)[ \t]*[^ \t\n]", re.M)
 
 
@@ -182,7 +187,9 @@ def _parse_for_edit(text: str) -> list[ConfLine]:
         if match.start() > pos:
             out.append(_chunk(text[pos:match.start()]))
         raw = match.group()
-        out.append(_make_line(raw, raw[:-1] if raw.endswith("\n") else raw))
+        first, name, rest = match.groups()
+        # rest: after the one blank that ends the name, as strtok_r(…, "\0") leaves it
+        out.append(ConfLine(raw, raw[:-1] if raw.endswith("\n") else raw, None, rest or "", (first, name)))
         pos = match.end()
     if pos < len(text):
         out.append(_chunk(text[pos:]))
