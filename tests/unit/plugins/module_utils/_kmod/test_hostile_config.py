@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config_edit import (
-    check_module_name, edit_blacklist, edit_options)
+    _parse_for_edit, check_module_name, edit_blacklist, edit_options, parse_lines)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import InvalidNameError, KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
@@ -478,3 +478,16 @@ def test_persistent_options_never_reach_a_shell_as_syntax(system, value):
     with pytest.raises(KmodError, match=r"params.*\$CMDLINE_OPTS"):
         system(["dummy"], params=format_params({"numdummies": value}), persistent="present")
     assert sorted(p.name for p in conf.iterdir()) == ["00-install.conf"] and system.kernel.calls == []
+
+
+@HYPOTHESIS
+@given(text=TEXTS.filter(lambda text: "\\" not in text and "\x00" not in text))
+def test_fuzz_fast_scan_equals_line_by_line(text):
+    """Texts without backslashes are scanned by one regex for entry lines: the editor sees
+    the same entries as the line-by-line reader, and every byte is kept."""
+    fast, slow = _parse_for_edit(text), parse_lines(text)
+    assert "".join(line.raw for line in fast) == text
+    fields = ("raw", "kind", "key", "rest", "stops_loading", "no_softdeps", "is_entry", "is_disable", "words")
+    assert [[getattr(line, f) for f in fields] for line in fast if line.kind] == \
+        [[getattr(line, f) for f in fields] for line in slow if line.kind]
+    assert any(line.words for line in fast) == any(line.words for line in slow)
