@@ -589,7 +589,7 @@ _LOAD_BLANKS = " \t\n\r"
 
 
 def _load_entries(line: str) -> list[str]:
-    """The names systemd-modules-load takes from one "\n"-ended line."""
+    """The names systemd-modules-load takes from one newline-ended line."""
     out = []
     for part in _LOAD_LINE_ENDS.split(line.rstrip("\n")):
         part = part.strip(_LOAD_BLANKS)
@@ -606,7 +606,8 @@ def _edit_modules_load(text: str | None, module: str, present: bool) -> str | No
     """modules-load.d: one module name per line; '#' and ';' start comments.
 
     Any line systemd reads our module from will do; a line is ours to remove when systemd
-    reads exactly our module from it (one with a "\r" inside also names something else).
+    reads exactly our module from it (one with a carriage return inside also names
+    something else).
     """
     parts = (text or "").split("\n")
     lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
