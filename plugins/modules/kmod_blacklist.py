@@ -29,8 +29,9 @@ options:
   name:
     description:
       - Module names (not aliases, not file names). C(i2c-dev) and C(i2c_dev) are the same module.
-      - Names that are empty or hold whitespace, control characters, C(/), C(\), C(#) or the glob
-        characters C(*?[]) are rejected before anything is touched.
+      - Names hold only ASCII letters, digits, C(_) and C(-), as every module name does; anything else
+        (whitespace, control characters, C(/), C(\), C(#), the glob characters C(*?[]), non-ASCII) is
+        rejected before anything is touched.
       - May be empty with O(exclusive=true), which then removes every entry from O(path).
     type: list
     elements: str

@@ -45,6 +45,11 @@ options:
     description:
       - Module parameters for O(name), as one string (C(numdummies=2 foo="a b")) or a dict.
       - In a dict, booleans become C(1)/C(0), lists become comma-separated arrays, V(null) gives a bare C(key).
+        A value with blanks is quoted (C(key="a b")).
+      - The kernel splits the string at blanks outside double quotes and has no escapes, so what it cannot
+        take back exactly as asked is refused before anything is touched: control characters (newline, tab,
+        ...), Unicode line separators, a double quote inside a value, unbalanced quotes, a word that is not
+        a parameter name (letters, digits, C(_), C(.), C(-)), a list item with a comma.
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
@@ -185,6 +190,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.kparams import check_text
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, execute, format_params
@@ -194,6 +200,8 @@ def _names(value: t.Any) -> list[str]:
     names = value if isinstance(value, list) else [value]
     if not names:
         raise KmodError("name must hold at least one module name")
+    for name in names:
+        check_text(name, "name", "module name")  # no control, surrogate or line-separator character
     return names
 
 
@@ -220,9 +228,9 @@ def main() -> t.NoReturn:
         return module.run_command(["/bin/sh", "-c", command], environ_update=env)
 
     try:
+        names, params = _names(p["name"]), _params(p["params"])  # refused before anything is read
         planner = Planner(KmodPaths.from_params(p))
-        plan = planner.plan(_names(p["name"]), p["state"], _params(p["params"]), p["reload"],
-                            p["persistent"])
+        plan = planner.plan(names, p["state"], params, p["reload"], p["persistent"])
         if not module.check_mode:
             execute(plan, Loader(LinuxSyscalls(), planner.kstate.compression()), run, planner)
     except KmodError as e:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
+import re
 import typing as t
 
-from .atomic import read_bytes, remove_if_exists, write_if_changed
-from .config_edit import parse_lines
+from . import kparams
+from .config_edit import check_module_name, edit_options
 from .elf import ModuleElf, parse_module
 from .errors import KmodError, LoaderError, ModuleLookupError
 from .file import read_module_bytes
 from .kstate import KernelState
+from .lock import edit_locked, read_text
 from .loader import Loader
 from .names import alias_normalize, modname_from_path, modname_normalize, validate_name
 from .paths import KmodPaths
@@ -70,8 +71,13 @@ class SweepUnused:
 
 @dataclasses.dataclass(frozen=True)
 class WriteFile:
+    """Edit one configuration file: ``after`` is the planned content (None: remove the
+    file); execute re-applies ``edit`` to the file's text under its lock, so that a
+    concurrent writer's change since the plan is kept."""
+
     path: str
     after: bytes | None  # None: remove the file
+    edit: t.Callable[[str | None], str | None] | None = dataclasses.field(default=None, compare=False)
 
 
 Action = t.Union[Insert, Remove, RunCommand, SweepUnused, WriteFile]
@@ -116,33 +122,16 @@ def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None
     """A params option as the string modprobe passes: dict items become k=v words.
 
     Values with blanks are quoted as modprobe quotes them (``k="a b"``), booleans become
-    1/0, lists become comma-separated arrays, None gives a bare ``k``.
+    1/0, lists become comma-separated arrays, None gives a bare ``k``. Anything the kernel
+    could not take back as asked (a newline, a quote inside a value, an unbalanced quote,
+    a word that is no parameter) is refused with a KmodError naming ``params``.
     """
-    if params is None or isinstance(params, str):
-        return params
-    words = []
-    for key, value in params.items():
-        if value is None:
-            words.append(str(key))
-            continue
-        if isinstance(value, bool):
-            text = "1" if value else "0"
-        elif isinstance(value, (list, tuple)):
-            text = ",".join(str(v) for v in value)
-        else:
-            text = str(value)
-        if any(c.isspace() for c in text):
-            text = f'"{text}"'
-        words.append(f"{key}={text}")
-    return " ".join(words)
+    return kparams.format_params(params, "params")
 
 
 def _split_params(options: str) -> dict[str, str]:
-    try:
-        words = shlex.split(options)
-    except ValueError as exc:
-        raise KmodError(f"Invalid params {options!r}: {exc}", params=options) from exc
-    return {k: v for k, _sep, v in (w.partition("=") for w in words)}
+    """Parameter -> value as the kernel splits an option string (bare ``k`` -> "")."""
+    return {k: v or "" for k, v in kparams.kernel_args(options)}
 
 
 def _same_value(requested: str, loaded: str) -> bool:
@@ -543,15 +532,23 @@ class Planner:
                             f"path {result.name}", name=result.name)
         if result.module is None:
             return
-        module = result.module
+        # Both the file names and the lines we write hold the module name.
+        module = check_module_name(result.module)
         load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf", follow=False)
         opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf", follow=False)
         present = persistent == "present"
         yield from self._edit(load_conf, lambda text: _edit_modules_load(text, module, present))
         if present and params is None:
             return
-        options = params if present else None
+        options = None
+        if present and params is not None:
+            kparams.check_params(params, "params")
+            # Blanks around the words mean nothing to the kernel (quotes are balanced).
+            options = params.strip(" ") or None
         if options:
+            install = self.db.config.install_for(module)
+            if install is not None:
+                kparams.check_command_options(options, install.command, str(install.source))
             result.params_overridden = self._overriding_options(module, opts_conf, options)
         yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
 
@@ -576,51 +573,57 @@ class Planner:
 
     def _edit(self, path: str, edit: t.Callable[[str | None], str | None]
               ) -> t.Iterator[tuple[WriteFile, dict[str, str]]]:
-        raw = read_bytes(path)
-        before = None if raw is None else raw.decode("utf-8", errors="surrogateescape")
+        before = read_text(path)
         after = edit(before)
         if after == before:
             return
-        yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape")),
+        yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape"), edit),
                {"before_header": path, "after_header": path,
                 "before": before or "", "after": after or ""})
 
 
+# systemd-modules-load reads lines ended by "\n", "\r" or NUL, strips blanks, and skips
+# empty lines and comments ('#' or ';' first).
+_LOAD_LINE_ENDS = re.compile("[\r\0]")
+_LOAD_BLANKS = " \t\n\r"
+
+
+def _load_entries(line: str) -> list[str]:
+    """The names systemd-modules-load takes from one newline-ended line."""
+    out = []
+    for part in _LOAD_LINE_ENDS.split(line.rstrip("\n")):
+        part = part.strip(_LOAD_BLANKS)
+        if part and part[0] not in "#;":
+            out.append(part)
+    return out
+
+
 def _meaningful(lines: list[str]) -> bool:
-    return any(line.strip() and not line.lstrip().startswith("#") for line in lines)
+    return any(_load_entries(line) for line in lines)
 
 
 def _edit_modules_load(text: str | None, module: str, present: bool) -> str | None:
-    """modules-load.d: one module name per line; '#' and ';' start comments."""
-    lines = (text or "").splitlines(keepends=True)
-    keep = [ln for ln in lines if modname_normalize(ln.strip()) != module
-            or ln.strip()[:1] in ("#", ";", "")]
+    """modules-load.d: one module name per line; '#' and ';' start comments.
+
+    Any line systemd reads our module from will do; a line is ours to remove when systemd
+    reads exactly our module from it (one with a carriage return inside also names
+    something else).
+    """
+    parts = (text or "").split("\n")
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     if present:
-        if len(keep) != len(lines):
+        if any(module in (_key(n) for n in _load_entries(ln)) for ln in lines):
             return text
-        if keep and not keep[-1].endswith("\n"):
-            keep[-1] += "\n"
-        return "".join(keep or [MANAGED_HEADER]) + f"{module}\n"
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines or [MANAGED_HEADER]) + f"{module}\n"
+    keep = [ln for ln in lines if [_key(n) for n in _load_entries(ln)] != [module]]
     return "".join(keep) if _meaningful(keep) else None
 
 
 def _edit_options(text: str | None, module: str, options: str | None) -> str | None:
     """modprobe.d: replace this module's ``options`` lines by one (or none), keep the rest."""
-    lines = parse_lines(text or "")
-    ours = [ln for ln in lines if len(ln.words) >= 3 and ln.words[0] == "options"
-            and _key(ln.words[1]) == module]
-    wanted = f"options {module} {options}\n" if options else None
-    if wanted and len(ours) == 1 and ours[0].raw == wanted:
-        return text
-    out = [ln.raw for ln in lines if ln not in ours]
-    if out and not out[-1].endswith("\n"):
-        out[-1] += "\n"
-    if wanted:
-        return "".join(out or [MANAGED_HEADER]) + wanted
-    rest = [ln.raw for ln in lines if ln not in ours and ln.raw.strip() != MANAGED_HEADER.strip()]
-    if not _meaningful(rest):
-        return None
-    return "".join(out)
+    return edit_options(text, module, options, MANAGED_HEADER)
 
 
 def _key(name: str) -> str:
@@ -651,10 +654,12 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
                                 f"{command}: {err.strip()}", module=action.module, rc=rc)
         elif isinstance(action, SweepUnused):
             _sweep(action, loader, planner, plan.results)
-        elif action.after is None:
-            remove_if_exists(action.path)
+        elif action.edit is not None:
+            # Re-read and re-edit under the lock: another run may have changed the file.
+            edit_locked(action.path, action.edit)
         else:
-            write_if_changed(action.path, action.after)
+            after = None if action.after is None else action.after.decode("utf-8", "surrogateescape")
+            edit_locked(action.path, lambda _text: after)
     for result in plan.results:
         for module in result.inserted:
             _report_kernel_name(result, module, planner)
