@@ -298,7 +298,6 @@ class ModuleElf:
         if syms is None:
             return []
         base, size = self._span(b".strtab")
-        data = self.data
         undef = [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]
         if self.machine in ("EM_SPARC", "EM_SPARCV9"):
             undef = [(n, i) for n, i in undef if i & 0xF != STT_REGISTER]
