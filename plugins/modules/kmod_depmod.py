@@ -184,8 +184,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
-    Depmod, default_cache_file, find_stale_temps, publish, read_output, stale_files)
+    Depmod, default_cache_file, publish, read_output, stale_files)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.lock import find_stale_temps
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths, check_path_value
 
 

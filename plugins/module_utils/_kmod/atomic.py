@@ -17,7 +17,7 @@ import stat
 
 from .paths import NotRegularFileError, PathError, check_path_value, confining_root, open_dir, open_file
 
-_TEMP_PREFIX = ".kmod-"  # depmod's cleanup of stale temp files matches this prefix
+TEMP_PREFIX = ".kmod-"  # lock.find_stale_temps removes such files that a killed run left
 _O_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 
 
@@ -124,7 +124,7 @@ def _refuse_symlink(dfd: int, name: str, path: str) -> None:
 def _write_temp(dfd: int, path: str, data: bytes, mode: int) -> str:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for _attempt in range(100):
-        tmp = _TEMP_PREFIX + secrets.token_hex(4)
+        tmp = TEMP_PREFIX + secrets.token_hex(4)
         try:
             fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
         except FileExistsError:

@@ -13,10 +13,8 @@ layout, modules.weakdep, duplicate modules.order lines) follows the ``KmodGenera
 from __future__ import annotations
 
 import array
-import contextlib
 import dataclasses
 import errno
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -26,7 +24,6 @@ import os
 import re
 import stat
 import sys
-import time
 import typing as t
 
 from . import atomic
@@ -38,6 +35,8 @@ from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
 from .index_writer import IndexBuilder
 from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
+from .lock import locked_dir, remove_stale_temps
+from .paths import open_file, resolve_host
 
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
@@ -55,15 +54,6 @@ CACHE_FORMAT = 1
 _PARALLEL_MIN = 64
 _PATH_MAX = 4096
 _CACHE_FILES = 8  # module trees remembered per cache directory
-# atomic.write_if_changed's temporary files: tempfile.mkstemp(prefix=".kmod-") in the target's
-# directory, i.e. the prefix and 8 random characters (atomic.py has no constant for it).
-TEMP_PREFIX = ".kmod-"
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}\Z")
-# Where the directory cannot be locked (a filesystem without flock), only temporary files
-# this old are taken as left by a killed run: a live write finishes within seconds.
-STALE_TEMP_AGE = 3600
-# How long a run waits for another one to finish publishing into the same directory.
-LOCK_WAIT = 120
 
 # What depmod needs from one module, packed so that it crosses process boundaries
 # (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
@@ -631,77 +621,6 @@ def publish(moddir: str, files: dict[str, bytes]) -> Published:
     return Published(written, removed, warnings)
 
 
-@contextlib.contextmanager
-def locked_dir(directory: str, wait: float | None = None) -> t.Iterator[bool]:
-    """Hold an exclusive flock on the directory itself (no lock file to leave behind) while
-    writing into it; yields False where the filesystem cannot lock. Every kmod_depmod run
-    takes it to publish, so a temporary file found while holding it belongs to no live run."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (OSError, ValueError) as exc:
-        raise KmodError(f"Cannot open directory {directory}: {getattr(exc, 'strerror', None) or exc}",
-                        path=directory) from exc
-    wait = LOCK_WAIT if wait is None else wait
-    try:
-        deadline = time.monotonic() + wait
-        locked = False
-        while not locked:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-            except BlockingIOError as exc:
-                if time.monotonic() >= deadline:
-                    raise KmodError(f"Another process has held the lock on {directory} for {wait:g} s "
-                                    "(another kmod_depmod writing there?); nothing was written",
-                                    path=directory) from exc
-                time.sleep(0.05)
-            except OSError:  # no flock here (some network filesystems): go on unlocked
-                break
-        yield locked
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def find_stale_temps(directory: str, locked: bool = True) -> list[str]:
-    """Names of the temporary files atomic.write_if_changed left in directory when its
-    process was killed: our name pattern, regular files (never a symlink), owned by us.
-    Without the lock (locked False), only those older than STALE_TEMP_AGE: a younger one
-    may be written right now by a run that could not lock either."""
-    found = []
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if not _TEMP_NAME.match(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                    continue
-                if not locked and time.time() - st.st_mtime < STALE_TEMP_AGE:
-                    continue
-                found.append(entry.name)
-    except (OSError, ValueError):
-        return []
-    return sorted(found)
-
-
-def remove_stale_temps(directory: str, locked: bool, warnings: list[str]) -> list[str]:
-    """Remove find_stale_temps(directory, locked); returns the names removed."""
-    removed = []
-    for name in find_stale_temps(directory, locked):
-        try:
-            os.unlink(os.path.join(directory, name))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            warnings.append(f"cannot remove stale temporary file {directory}/{name}: {exc.strerror}")
-            continue
-        removed.append(name)
-    return removed
-
-
 def _check_moddir(moddir: str) -> None:
     try:
         st = os.stat(moddir)
@@ -755,10 +674,10 @@ def read_input(path: str, option: str = "") -> bytes | None:
     FIFO or device is never opened."""
     what = f"{path} (option {option})" if option else path
     try:
-        st = os.stat(path)
+        st = os.stat(resolve_host(path))
         if not stat.S_ISREG(st.st_mode):
             raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never waits, even on a FIFO
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even on a FIFO; confined to root
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):

@@ -12,6 +12,8 @@ import os
 import re
 import stat
 
+from .paths import open_file, resolve_host
+
 BUILTIN = "built-in"
 EXTERNAL = "external"
 
@@ -67,12 +69,12 @@ def _read_regular(path: str, warnings: list[str]) -> bytes | None:
     """A configuration file's bytes; None, with a warning, for what cannot be read or is not
     a regular file (a FIFO would block depmod forever, a device could act on open)."""
     try:
-        st = os.stat(path)
+        st = os.stat(resolve_host(path))
         if not stat.S_ISREG(st.st_mode):
             warnings.append(f"{path}: not a regular file ({file_kind(st.st_mode)}), skipped")
             return None
         # O_NONBLOCK: should it have become a FIFO since, open must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # confined to root
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):

@@ -188,11 +188,13 @@ def read_module_bytes(path: str) -> tuple[bytes, str | None]:
     than libkmod accepts, or does not decompress.
     """
     try:
-        data = read_file(path)  # confined to root, regular files only
+        data = read_file(path, MAX_MODULE_SIZE + 1)  # confined to root, regular files only
     except KmodError as exc:
         raise ModuleFileError(exc.msg, path=path) from exc
     if data is None:
         raise ModuleFileError(f"{path}: cannot read: No such file or directory", path=path)
+    if len(data) > MAX_MODULE_SIZE:
+        raise ModuleFileError(f"{path}: larger than {MAX_MODULE_SIZE >> 20} MiB: not a module", path=path)
     if len(data) < _MIN_SIZE:
         raise ModuleFileError(f"{path}: file too short ({len(data)} bytes) to be a module", path=path)
     compression = detect_compression(data)

@@ -13,6 +13,7 @@ import typing as t
 
 from .errors import IndexFormatError
 from .names import alias_normalize, fnmatch, modname_from_path
+from .paths import open_file
 
 INDEX_MAGIC = 0xB007F457
 INDEX_VERSION_MAJOR = 2
@@ -305,7 +306,7 @@ def _why(e: Exception) -> str:
 def _open_regular(path: str) -> int:
     """An fd of path, refusing what is not a regular file: opening a FIFO blocks until a
     writer comes, reading a device may never end."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # confined to root, like every read
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "not a regular file")

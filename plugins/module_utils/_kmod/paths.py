@@ -295,7 +295,15 @@ class KmodPaths:
 
     @functools.cached_property
     def moddir(self) -> str:
+        """The module directory, resolved inside root: what the engine opens and walks."""
         return self.under("lib/modules", self.kernel_release)
+
+    @functools.cached_property
+    def moddir_shown(self) -> str:
+        """The module directory as kmod names it (``-d ROOT``: ROOT/lib/modules/RELEASE, no
+        symlink resolved), for module paths in results, which must equal kmod's output.
+        Files opened by such a path are confined again when they are opened."""
+        return os.path.join(self.root, "lib/modules", self.kernel_release)
 
     def module_index(self, name: str) -> str:
         """E.g. module_index('modules.dep.bin')."""

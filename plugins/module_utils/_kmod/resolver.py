@@ -313,7 +313,8 @@ class ModuleDB:
     def __init__(self, paths: KmodPaths, config: ModprobeConfig | None = None) -> None:
         self.paths = paths
         self.config = config if config is not None else ModprobeConfig.load(paths)
-        self.moddir = paths.moddir
+        self.moddir = paths.moddir  # resolved: where the indexes are read
+        self.shown_moddir = paths.moddir_shown  # what module paths and messages say, as kmod
         self._indexes: dict[str, Index | None] = {}
         self._deplines: dict[str, str | None] = {}
         self._builtin: dict[str, bool] = {}
@@ -337,7 +338,10 @@ class ModuleDB:
         return self._indexes[name]
 
     def abspath(self, path: str) -> str:
-        return path if path.startswith("/") else f"{self.moddir}/{path}"
+        if path.startswith("/"):
+            # An absolute path in an image's modules.dep means the image's file.
+            return self.paths.under(path) if self.paths.confined else path
+        return f"{self.shown_moddir}/{path}"
 
     def depline(self, name: str) -> str | None:
         if name not in self._deplines:
@@ -484,7 +488,7 @@ class ModuleDB:
         details: dict[str, t.Any] = {"name": name, "close_matches": close}
         if unindexed:
             details["unindexed"] = unindexed
-        return ModuleLookupError(f"Module {name} not found in directory {self.moddir}{why}{hint}", **details)
+        return ModuleLookupError(f"Module {name} not found in directory {self.shown_moddir}{why}{hint}", **details)
 
     def _why_not_indexed(self, key: str) -> tuple[str, list[str]]:
         """The answer to "it can't find the module I just copied": the tree has no usable

@@ -255,8 +255,6 @@ def test_blacklist_killed_before_each_write(blacklist_tree, run_module):
         assert not run_module(kmod_blacklist, **args)["changed"]
 
 
-@pytest.mark.xfail(strict=True, reason="kmod_blacklist (blacklist.py/atomic.py, another branch) does not remove "
-                   "the temporary files of killed runs yet; remove this marker once it does")
 def test_blacklist_next_run_removes_temporary_files_of_killed_runs(blacklist_tree, run_module):
     tree = blacklist_tree
     conf = tree.root / CONF
