@@ -36,7 +36,7 @@ from .hashtable import iteration_order
 from .index_writer import IndexBuilder
 from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
 from .lock import locked_dir, remove_stale_temps
-from .paths import open_file, resolve_host
+from .paths import PathError, open_file, resolve_host
 
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
@@ -675,6 +675,13 @@ def read_input(path: str, option: str = "") -> bytes | None:
     what = f"{path} (option {option})" if option else path
     try:
         st = os.stat(resolve_host(path))
+    except PathError as exc:  # a NUL byte, a symlink loop: say which option named the file
+        raise KmodError(f"Cannot read {what}: {exc.msg}", path=path) from exc
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise KmodError(f"Cannot read {what}: {_reason(exc)}", path=path) from exc
+    try:
         if not stat.S_ISREG(st.st_mode):
             raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
         fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even on a FIFO; confined to root

@@ -12,7 +12,7 @@ import os
 import re
 import stat
 
-from .paths import open_file, resolve_host
+from .paths import PathError, open_file, resolve_host
 
 BUILTIN = "built-in"
 EXTERNAL = "external"
@@ -83,6 +83,8 @@ def _read_regular(path: str, warnings: list[str]) -> bytes | None:
             return f.read()
     except OSError as exc:
         warnings.append(f"{path}: cannot read: {exc.strerror}")
+    except PathError as exc:  # a symlink loop, a NUL byte (from the confined resolution)
+        warnings.append(f"{path}: cannot read: {exc.msg}")
     except ValueError as exc:  # a NUL byte in the path
         warnings.append(f"{path!r}: cannot read: {exc}")
     return None
