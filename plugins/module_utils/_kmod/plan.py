@@ -106,10 +106,12 @@ class Plan:
     results: list[ModuleResult]
     actions: list[Action]
     diff: list[dict[str, str]]
+    # Actions execute() found already done: inserts the kernel refused with EEXIST.
+    skipped: list[Action] = dataclasses.field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.actions)
+        return len(self.actions) > len(self.skipped)
 
 
 def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None:
@@ -180,6 +182,7 @@ class Planner:
         self.kstate = kstate or KernelState(paths)
         self.loaded = self.kstate.loaded()
         self._elves: dict[str, ModuleElf] = {}
+        self._knames: dict[str, str] = {}  # file path -> kernel name, for every file read
         self._orphans: set[str] | None = None
 
     # --- module identity -------------------------------------------------------------
@@ -192,8 +195,15 @@ class Planner:
 
     def kernel_name_of_file(self, path: str) -> str:
         """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
-        elf = self._elf(path)
-        return modname_normalize(elf.this_module_name or elf.get("name") or modname_from_path(path))
+        if path not in self._knames:
+            # Only the name is kept: holding every image read would cost their whole size.
+            elf = self._elves.get(path)
+            if elf is None:
+                data, _compression = read_module_bytes(path)
+                elf = parse_module(data, path)
+            self._knames[path] = modname_normalize(elf.this_module_name or elf.get("name")
+                                                   or modname_from_path(path))
+        return self._knames[path]
 
     def _missing_providers(self, path: str, loading: set[str]) -> dict[str, list[str]]:
         """Modules that export what the file needs but are not loaded: module -> symbols.
@@ -218,10 +228,27 @@ class Planner:
             self._orphans = {n for n in self.loaded if not self.db.lookup_exact(n)}
         return bool(self._orphans)
 
-    def kernel_name(self, module: Module) -> str:
+    def kernel_name(self, module: Module, read: bool = False) -> str:
+        """The name the kernel has (or would register) the module under.
+
+        The file name, unless the file says otherwise: a file is read when it was read
+        before, when some loaded module is unknown by file name (a dkms
+        ``nvidia-current.ko`` loaded as ``nvidia``), or with ``read`` (a requested module)
+        when the kernel does not have its file name but has other modules: a copy
+        ``e2edummy.ko`` of ``dummy.ko`` registers as ``dummy``, a name the tree also knows.
+        Loading a file whose name the kernel has loaded reads nothing.
+        """
         name = modname_normalize(module.name)
-        if module.path and name not in self.loaded and self._has_orphans():
-            return self.kernel_name_of_file(module.path)
+        if not module.path or name in self.loaded:
+            return name
+        if module.path in self._knames:
+            return self._knames[module.path]
+        if (read and self.loaded) or self._has_orphans():
+            try:
+                return self.kernel_name_of_file(module.path)
+            except KmodError:
+                # An unreadable file: the insert reports it; for removal it is not loaded.
+                return name
         return name
 
     # --- planning ----------------------------------------------------------------------
@@ -257,10 +284,11 @@ class Planner:
             key = modname_normalize(name)
             if key in will_load or (key in self.loaded and key not in removed):
                 return True
-            if key in self.loaded or not self._has_orphans():
-                return False
+            if key in self.loaded or not (self._knames or self._has_orphans()):
+                return False  # no file read, no orphan: the file name is the kernel name
             found = self.db.lookup_exact(key)
-            return bool(found and self.kernel_name(found[0]) in self.loaded)
+            kname = self.kernel_name(found[0]) if found else key
+            return kname != key and (kname in will_load or (kname in self.loaded and kname not in removed))
 
         for name in names:
             result = ModuleResult(name)
@@ -272,7 +300,7 @@ class Planner:
             self._describe(result, modules)
             result.show_depends = self.db.show_depends(name, params)
             for module in modules:
-                kname = self.kernel_name(module)
+                kname = self.kernel_name(module, read=True)
                 if params and kname in self.loaded and not module.builtin:
                     self._compare_params(result, kname, params)
                     if result.params_mismatch and reload:
@@ -286,6 +314,7 @@ class Planner:
                 if step.kind == "install":
                     actions.append(RunCommand(step.module, step.command, step.options or ""))
                     result.commands.append(step.command)
+                    kname = modname_normalize(step.module)
                 elif step.path is None:
                     if not step.required:
                         continue  # modprobe ignores softdeps that fail
@@ -293,10 +322,11 @@ class Planner:
                         f"Module {step.module} (reached through {name}) has no file in "
                         f"{self.paths.moddir}/modules.dep", name=name)
                 else:
-                    actions.append(Insert(modname_normalize(step.module), step.path,
-                                          step.options or ""))
-                result.inserted.append(modname_normalize(step.module))
-                will_load.add(modname_normalize(step.module))
+                    # By the kernel's name for the file when it was read, else its file name.
+                    kname = self._knames.get(step.path, modname_normalize(step.module))
+                    actions.append(Insert(kname, step.path, step.options or ""))
+                result.inserted.append(kname)
+                will_load.add(kname)
             result.action = self._present_action(result, modules, is_loaded)
         before = sorted(k for k in self._touched(results) if k in self.loaded)
         after = sorted(k for k in self._touched(results)
@@ -317,6 +347,7 @@ class Planner:
                      will_load: set[str], is_loaded: t.Callable[[str], bool]) -> None:
         """An absolute path: that file alone, like insmod."""
         path = result.name
+        self._elf(path)  # parsed once for the name and the symbols
         kname = self.kernel_name_of_file(path)
         result.module = modname_from_path(path)
         result.kernel_name = kname
@@ -344,7 +375,7 @@ class Planner:
     def _describe(self, result: ModuleResult, modules: list[Module]) -> None:
         result.resolved = [modname_normalize(m.name) for m in modules]
         result.module = result.resolved[0]
-        result.kernel_name = self.kernel_name(modules[0])
+        result.kernel_name = self.kernel_name(modules[0], read=True)
 
     def _compare_params(self, result: ModuleResult, kname: str, params: str) -> None:
         loaded = self.kstate.parameters(kname)
@@ -357,7 +388,7 @@ class Planner:
                 result.params_mismatch[key] = {"requested": value, "loaded": got}
 
     def _touched(self, results: list[ModuleResult]) -> set[str]:
-        return {n for r in results for n in (r.resolved + r.inserted + r.removed)}
+        return {n for r in results for n in (r.resolved + r.inserted + r.removed + [r.kernel_name or ""]) if n}
 
     @staticmethod
     def _runtime_diff(before: list[str], after: list[str]) -> dict[str, str] | None:
@@ -466,7 +497,7 @@ class Planner:
             if module.builtin:
                 raise KmodError(f"Module {module.name} is builtin: it is part of the kernel image "
                                 f"and cannot be removed", name=name)
-        return [(k, m) for m in modules if (k := self.kernel_name(m)) in self.loaded]
+        return [(k, m) for m in modules if (k := self.kernel_name(m, read=True)) in self.loaded]
 
     def _uses(self, name: str) -> list[str]:
         """What the kernel says a module uses, transitively (for modules the tree lacks)."""
@@ -640,7 +671,8 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
     """Perform the plan's actions in order; the first failure stops (KmodError)."""
     for action in plan.actions:
         if isinstance(action, Insert):
-            loader.insert(action.path, action.module, action.options)
+            if not loader.insert(action.path, action.module, action.options):
+                _already_loaded(plan, action)
         elif isinstance(action, Remove):
             loader.remove(action.module)
         elif isinstance(action, RunCommand):
@@ -680,9 +712,28 @@ def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
                 progress = True
 
 
+def _already_loaded(plan: Plan, action: Insert) -> None:
+    """The kernel has a module of that name (EEXIST, as modprobe takes it): not a change.
+
+    The plan did not see it: a load between plan and execute, or a dependency whose file
+    registers under another loaded name (files are read only for requested names).
+    """
+    plan.skipped.append(action)
+    for result in plan.results:
+        if action.module in result.inserted:
+            result.inserted.remove(action.module)
+            if not result.inserted and not result.commands and result.action == "loaded":
+                result.action = "already_loaded"
+    for diff in plan.diff:
+        if diff.get("after_header") == "loaded modules" and action.module not in diff["before"].split():
+            diff["after"] = "".join(f"{m}\n" for m in diff["after"].split() if m != action.module)
+    plan.diff[:] = [d for d in plan.diff if d["before"] != d["after"]]
+
+
 def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:
     """After a real load, learn the kernel name of the requested module from its file."""
     if result.module == module and result.kernel_name == module and not result.name.startswith("/"):
         found = planner.db.lookup_exact(module)
         if found and found[0].path and os.path.exists(found[0].path):
             result.kernel_name = planner.kernel_name_of_file(found[0].path)
+            result.inserted[result.inserted.index(module)] = result.kernel_name

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_kernel import FakeKernel
+from fake_kernel import FakeKernel, kernel_name
 from kernels import scratch_root
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import (
@@ -249,6 +249,84 @@ def test_kernel_name_differs_from_file_name(scratch_kernel):
     assert not again.changed and again.results[0].action == "already_loaded"
     removed = system.apply(["dummy_current"], state="absent").results[0]
     assert removed.removed == ["dummy"] and system.kernel.loaded() == ["veth"]
+
+
+def copied_module(scratch_kernel, key: str, module: str, copy: str) -> System:
+    """A tree where extra/COPY.ko is a byte copy of MODULE's file, next to the original
+    (a dkms-style rename: the kernel registers the copy as MODULE), depmod'ed by kmod."""
+    tree = scratch_kernel(key)
+    system = System(tree.root, tree.release)
+    src = system.kernel.paths[module]
+    suffix = os.path.basename(src).split(".", 1)[1]
+    os.makedirs(tree.moddir / "extra")
+    shutil.copy(src, tree.moddir / f"extra/{copy}.{suffix}")
+    subprocess.run(["depmod", "-b", str(tree.root), tree.release], check=True)
+    return System(tree.root, tree.release)
+
+
+@pytest.mark.parametrize("others", [[], ["veth"]], ids=["nothing-loaded", "veth-loaded"])
+def test_copy_under_another_name_is_the_loaded_module(scratch_kernel, others):
+    system = copied_module(scratch_kernel, "6.1", "dummy", "e2edummy")
+    copy = str(system.kernel.moddir / "extra/e2edummy.ko")
+    kname = kernel_name(copy)  # kmod's modinfo -F name
+    assert kname == "dummy"
+    for name in others:
+        system.kernel.load(name)
+    first = system.apply(["e2edummy"]).results[0]
+    assert first.action == "loaded" and first.module == "e2edummy" and first.kernel_name == kname
+    assert first.inserted == [kname]
+    assert system.kernel.loaded() == [kname] + others
+    calls = len(system.kernel.calls)
+    for name in ("e2edummy", "dummy"):
+        again = system.apply([name])
+        assert not again.changed and again.results[0].action == "already_loaded", name
+        assert again.results[0].kernel_name == kname and again.diff == []
+    assert len(system.kernel.calls) == calls, "no second insert (the kernel would say EEXIST)"
+    check = system.plan(["e2edummy"], state="absent")
+    assert check.changed and check.diff[0]["before"] == "dummy\n"
+    removed = system.apply(["e2edummy"], state="absent").results[0]
+    assert removed.action == "removed" and removed.removed == [kname]
+    assert removed.module == "e2edummy" and removed.kernel_name == kname
+    assert system.kernel.loaded() == others
+    assert not system.apply(["e2edummy"], state="absent").changed
+
+
+def test_copy_loaded_under_its_kernel_name_by_someone_else(scratch_kernel):
+    """dummy loaded from dummy.ko: the copy is that module too, for load and removal."""
+    system = copied_module(scratch_kernel, "6.1", "dummy", "e2edummy")
+    system.kernel.load("dummy")
+    assert not system.plan(["e2edummy"]).changed
+    assert system.apply(["e2edummy"], state="absent").results[0].removed == ["dummy"]
+    assert system.kernel.loaded() == []
+
+
+def test_insert_the_kernel_refuses_as_existing_is_no_change(sys61):
+    """EEXIST (loaded between plan and execute) means already loaded, as modprobe takes it."""
+    planner = sys61.planner()
+    plan = planner.plan(["dummy"], params="numdummies=1")
+    assert plan.changed and plan.diff
+    sys61.kernel.load("dummy")
+    execute(plan, Loader(sys61.kernel), sys61.run, planner)
+    assert sys61.kernel.calls[-1][0] == "finit_module"  # tried, refused
+    result = plan.results[0]
+    assert not plan.changed and result.action == "already_loaded" and result.inserted == []
+    assert plan.diff == []
+
+
+def test_files_are_read_only_where_the_kernel_name_matters(sys61, monkeypatch):
+    from ansible_collections.kernel.kmod.plugins.module_utils._kmod import plan as plan_mod
+    read: list[str] = []
+    real = plan_mod.read_module_bytes
+    monkeypatch.setattr(plan_mod, "read_module_bytes", lambda path: read.append(path) or real(path))
+    sys61.plan(["nf_nat", "veth", "dummy"])
+    assert read == [], "nothing loaded: no file can be a loaded module"
+    sys61.kernel.load("dummy")
+    sys61.plan(["dummy"])
+    sys61.plan(["dummy"], state="absent")
+    assert read == [], "a loaded file name needs no read"
+    sys61.plan(["veth", "nf_nat"])
+    # the requested files, not their dependencies
+    assert sorted(read) == sorted(str(sys61.kernel.paths[m]) for m in ("veth", "nf_nat"))
 
 
 def test_compressed_modules_go_to_the_kernel_when_it_can(tmp_path):
