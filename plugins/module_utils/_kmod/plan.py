@@ -15,6 +15,7 @@ more can go.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import typing as t
@@ -31,6 +32,11 @@ from .paths import KmodPaths
 from .resolver import Module, ModuleDB
 
 MANAGED_HEADER = "# Managed by kernel.kmod.kmod_load\n"
+
+# What the kernel showed after we loaded a module with params it normalizes (loop's
+# max_part=4 shows 7): {kernel name: {"params": params, "shown": {param: value}}}. Under
+# /run, so it lives as long as the loaded modules do.
+PARAMS_RECORD = ("run", "kernel.kmod", "params.json")
 
 ParamValue = t.Union[str, int, float, bool, None, t.List[t.Any]]
 
@@ -92,6 +98,7 @@ class ModuleResult:
     commands: list[str] = dataclasses.field(default_factory=list)
     params_mismatch: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_unverified: list[str] = dataclasses.field(default_factory=list)
+    params_normalized: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_overridden: dict[str, str] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
 
@@ -108,6 +115,7 @@ class Plan:
     diff: list[dict[str, str]]
     # Actions execute() found already done: inserts the kernel refused with EEXIST.
     skipped: list[Action] = dataclasses.field(default_factory=list)
+    params: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -184,6 +192,7 @@ class Planner:
         self._elves: dict[str, ModuleElf] = {}
         self._knames: dict[str, str] = {}  # file path -> kernel name, for every file read
         self._orphans: set[str] | None = None
+        self._record: dict[str, t.Any] | None = None
 
     # --- module identity -------------------------------------------------------------
 
@@ -271,7 +280,7 @@ class Planner:
                     actions.append(action)
                     result.files.append(action.path)
                     diff.append(file_diff)
-        return Plan(results, actions, diff)
+        return Plan(results, actions, diff, params=params)
 
     def _plan_present(self, names: t.Sequence[str], params: str | None,
                       reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
@@ -378,14 +387,64 @@ class Planner:
         result.kernel_name = self.kernel_name(modules[0], read=True)
 
     def _compare_params(self, result: ModuleResult, kname: str, params: str) -> None:
+        """Sort the loaded module's view of params into mismatch, normalized, unverified.
+
+        A value differs only by the kernel's normalization when our last load of this
+        module with exactly these params showed that same value (the params record): a
+        reload would show it again, so it is not a mismatch and does not reload.
+        """
+        recorded = self.params_record().get(kname, {})
+        shown = recorded.get("shown", {}) if recorded.get("params") == params else {}
+        differ, unverified = self.shown_params(kname, params)
+        result.params_unverified += [k for k in unverified if k not in result.params_unverified]
+        for key, values in differ.items():
+            if shown.get(key) == values["loaded"]:
+                result.params_normalized[key] = values
+            else:
+                result.params_mismatch[key] = values
+
+    def shown_params(self, kname: str, params: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """(params sysfs shows with another value: requested and loaded, params it does not show)."""
         loaded = self.kstate.parameters(kname)
+        differ: dict[str, dict[str, str]] = {}
+        unverified: list[str] = []
         for key, value in _split_params(params).items():
             got = loaded.get(key.replace("-", "_"))
             if got is None:
                 # Parameters with permission 0 are not in sysfs: nothing to compare.
-                result.params_unverified.append(key)
+                unverified.append(key)
             elif not _same_value(value, got):
-                result.params_mismatch[key] = {"requested": value, "loaded": got}
+                differ[key] = {"requested": value, "loaded": got}
+        return differ, unverified
+
+    def params_record(self) -> dict[str, t.Any]:
+        """The params record; {} when missing or unreadable (it only saves reloads)."""
+        if self._record is None:
+            self._record = {}
+            path = self.paths.under(*PARAMS_RECORD)
+            try:
+                raw = read_bytes(path) if os.path.isfile(path) else None
+                data = json.loads(raw) if raw else {}
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict):
+                self._record = {k: v for k, v in data.items()
+                                if isinstance(v, dict) and isinstance(v.get("shown"), dict)}
+        return self._record
+
+    def record_params(self, kname: str, params: str, normalized: dict[str, dict[str, str]]) -> None:
+        """After loading kname with params: remember what the kernel normalized (or forget)."""
+        record = dict(self.params_record())
+        if normalized:
+            record[kname] = {"params": params, "shown": {k: v["loaded"] for k, v in normalized.items()}}
+        elif record.pop(kname, None) is None:
+            return
+        data = json.dumps(record, sort_keys=True, indent=1).encode() + b"\n"
+        try:
+            write_if_changed(self.paths.under(*PARAMS_RECORD), data)
+        except KmodError:
+            return  # e.g. a read-only /run: only the next run's reload is not saved
+        self._record = record
 
     def _touched(self, results: list[ModuleResult]) -> set[str]:
         return {n for r in results for n in (r.resolved + r.inserted + r.removed + [r.kernel_name or ""]) if n}
@@ -690,6 +749,8 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
     for result in plan.results:
         for module in result.inserted:
             _report_kernel_name(result, module, planner)
+        if plan.params and result.kernel_name in result.inserted:
+            _check_loaded_params(result, plan.params, planner)
 
 
 def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
@@ -728,6 +789,13 @@ def _already_loaded(plan: Plan, action: Insert) -> None:
         if diff.get("after_header") == "loaded modules" and action.module not in diff["before"].split():
             diff["after"] = "".join(f"{m}\n" for m in diff["after"].split() if m != action.module)
     plan.diff[:] = [d for d in plan.diff if d["before"] != d["after"]]
+
+
+def _check_loaded_params(result: ModuleResult, params: str, planner: Planner) -> None:
+    """After inserting the module with params: what the kernel shows that differs was normalized."""
+    differ, result.params_unverified = planner.shown_params(result.kernel_name or "", params)
+    result.params_normalized = differ
+    planner.record_params(result.kernel_name or "", params, differ)
 
 
 def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:

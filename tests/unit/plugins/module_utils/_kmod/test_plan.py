@@ -146,6 +146,73 @@ def test_params_and_reload(sys61):
     assert not sys61.plan(["dummy"], params="numdummies=3", reload=True).changed
 
 
+def loop_max_part(value: str) -> str:
+    """drivers/block/loop.c (loop_init): part_shift = fls(max_part); max_part = (1 << part_shift) - 1."""
+    n = int(value)
+    return str((1 << n.bit_length()) - 1) if n > 0 else value
+
+
+def shown(system: System, module: str, param: str) -> str:
+    return (system.root / "sys/module" / module / "parameters" / param).read_text().strip()
+
+
+def test_kernel_normalized_param_is_reported_and_converges(sys61):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    first = sys61.apply(["loop"], params="max_part=4").results[0]
+    got = shown(sys61, "loop", "max_part")
+    assert got != "4"
+    assert first.params_normalized == {"max_part": {"requested": "4", "loaded": got}}
+    assert first.params_mismatch == {}
+    inserts = len(sys61.kernel.calls)
+    for _run in range(2):
+        again = sys61.apply(["loop"], params="max_part=4", reload=True)
+        assert not again.changed, "the kernel shows what loading max_part=4 showed: no reload"
+        assert again.results[0].params_normalized == {"max_part": {"requested": "4", "loaded": got}}
+        assert again.results[0].params_mismatch == {} and again.results[0].action == "already_loaded"
+    assert len(sys61.kernel.calls) == inserts
+    # What the kernel shows for the shown value is that value: asking for it is the fix.
+    fixed = sys61.apply(["loop"], params=f"max_part={got}", reload=True)
+    assert not fixed.changed and fixed.results[0].params_normalized == {}
+    assert fixed.results[0].params_mismatch == {}
+
+
+def test_normalized_param_other_value_still_reloads(sys61):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.apply(["loop"], params="max_part=4")
+    other = sys61.apply(["loop"], params="max_part=8", reload=True)
+    result = other.results[0]
+    assert [type(a) for a in other.actions] == [Remove, Insert]
+    assert result.params_mismatch == {"max_part": {"requested": "8", "loaded": "7"}}
+    got = shown(sys61, "loop", "max_part")
+    assert result.params_normalized == {"max_part": {"requested": "8", "loaded": got}}
+    assert not sys61.apply(["loop"], params="max_part=8", reload=True).changed
+    # Reloaded by someone else with max_part=2 (shows 3): the record no longer matches.
+    sys61.kernel.delete_module("loop", 0)
+    sys61.kernel.load("loop", params="max_part=2")
+    assert sys61.plan(["loop"], params="max_part=8", reload=True).changed
+
+
+def test_normalized_param_loaded_by_others_reloads_once(sys61):
+    """Loaded at boot with max_part=4 (no record of ours): one reload, then quiet."""
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.kernel.load("loop", params="max_part=4")
+    plan = sys61.plan(["loop"], params="max_part=4")
+    assert not plan.changed and list(plan.results[0].params_mismatch) == ["max_part"]
+    assert sys61.apply(["loop"], params="max_part=4", reload=True).changed
+    assert not sys61.apply(["loop"], params="max_part=4", reload=True).changed
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"[1]", b'{"loop": 3}', b'{"loop": {"shown": 1}}'])
+def test_params_record_garbage_is_ignored(sys61, garbage):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.kernel.load("loop", params="max_part=4")
+    record = sys61.root / "run/kernel.kmod/params.json"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(garbage)
+    assert sys61.apply(["loop"], params="max_part=4", reload=True).changed
+    assert not sys61.apply(["loop"], params="max_part=4", reload=True).changed
+
+
 def test_unreadable_params_are_not_reloaded(sys61):
     sys61.kernel.hidden_params.add("numdummies")
     sys61.apply(["dummy"], params="numdummies=2")
