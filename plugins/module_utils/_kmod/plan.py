@@ -746,10 +746,13 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
             remove_if_exists(action.path)
         else:
             write_if_changed(action.path, action.after)
+    # Modules this run inserted itself (an install command may not pass params on).
+    inserted = {a.module for a in plan.actions if isinstance(a, Insert) and a not in plan.skipped}
     for result in plan.results:
+        loaded_it = result.kernel_name in inserted
         for module in result.inserted:
             _report_kernel_name(result, module, planner)
-        if plan.params and result.kernel_name in result.inserted:
+        if plan.params and loaded_it:
             _check_loaded_params(result, plan.params, planner)
 
 
