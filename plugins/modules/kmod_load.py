@@ -61,7 +61,8 @@ options:
     type: raw
   reload:
     description:
-      - Unload and load again a loaded module whose parameters differ from O(params).
+      - Unload and load again a loaded module whose parameters differ from O(params); values the module is
+        known to normalize (RV(modules[].params_normalized)) do not count as different.
     type: bool
     default: false
   persistent:
