@@ -54,11 +54,20 @@ options:
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
         Parameters the module does not show there are listed in RV(modules[].params_unverified).
+      - After loading (or reloading) the module, its parameters are read back. A module may keep another
+        value than the one given (C(loop) rounds C(max_part=4) up to V(7)): such values are reported in
+        RV(modules[].params_normalized) with a warning, and are what the kernel uses. Ask for the value the
+        kernel shows to make the warning go away.
+      - So that O(reload=true) does not reload such a module on every run, what the kernel showed is
+        recorded in C(/run/kernel.kmod/params.json) (gone at reboot). While the loaded module shows exactly
+        what our last load with the same O(params) showed, a reload would change nothing and is not done.
+        A module loaded with these O(params) by someone else (at boot, from C(modprobe.d)) is reloaded once.
       - Needs exactly one O(name).
     type: raw
   reload:
     description:
-      - Unload and load again a loaded module whose parameters differ from O(params).
+      - Unload and load again a loaded module whose parameters differ from O(params); values the module is
+        known to normalize (RV(modules[].params_normalized)) do not count as different.
     type: bool
     default: false
   persistent:
@@ -74,7 +83,11 @@ notes:
     the kernel does not show as holders (for example a crypto driver used by the removed module) are only
     found and removed in a real run.
   - A module file whose name differs from the name the kernel registers (a dkms C(nvidia-current.ko)
-    loading as C(nvidia)) is handled by the kernel name; RV(modules[].kernel_name) shows it.
+    loading as C(nvidia), a copy C(extra/e2edummy.ko) of C(dummy.ko) loading as C(dummy)) is handled by
+    the kernel name; RV(modules[].kernel_name) shows it. For that the file of each requested module
+    that is not loaded under its file name is read (decompressed) while planning.
+  - If the kernel already has a module of the name being inserted (it answers C(EEXIST), for example
+    after a load by someone else in between), the module counts as already loaded, as for C(modprobe).
 seealso:
   - module: kernel.kmod.kmod_blacklist
   - module: kernel.kmod.kmod_facts
@@ -145,7 +158,9 @@ modules:
       type: str
       sample: loaded
     inserted:
-      description: Modules inserted (or install commands run) for this name, in order.
+      description:
+        - Modules inserted (or install commands run) for this name, in order, by the name the kernel knows
+          them by where their file was read, else by file name.
       type: list
       elements: str
       sample: [libcrc32c, nf_conntrack, nf_nat]
@@ -160,9 +175,18 @@ modules:
       elements: str
       sample: ["/sbin/modprobe --ignore-install foo"]
     params_mismatch:
-      description: Requested parameters that the already loaded module shows with another value.
+      description:
+        - Requested parameters that the already loaded module showed with another value before this run
+          (values it is known to normalize are in RV(modules[].params_normalized) instead).
       type: dict
       sample: {max_part: {requested: "8", loaded: "16"}}
+    params_normalized:
+      description:
+        - Requested parameters that the module, loaded with them, shows with another value (it rounded or
+          clamped the value), with both values. The kernel uses the loaded value; asking for it converges.
+        - Reported right after a load or reload, and on later runs while the module still shows that value.
+      type: dict
+      sample: {max_part: {requested: "4", loaded: "7"}}
     params_unverified:
       description:
         - Requested parameters of an already loaded module that C(/sys/module/NAME/parameters) does not
@@ -239,6 +263,11 @@ def main() -> t.NoReturn:
         if r.params_mismatch and not p["reload"]:
             module.warn(f"Module {r.kernel_name} is loaded with other parameters than requested: "
                         f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
+        if r.params_normalized:
+            shown = ", ".join(f"{k}={v['loaded']} (requested {v['requested']})"
+                              for k, v in sorted(r.params_normalized.items()))
+            module.warn(f"Module {r.kernel_name} keeps other parameter values than requested: {shown}. "
+                        f"The module normalizes them; ask for the values it shows")
         if r.params_unverified:
             module.warn(f"Module {r.kernel_name} is loaded; its parameters "
                         f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")

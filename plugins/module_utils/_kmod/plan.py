@@ -15,11 +15,13 @@ more can go.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import typing as t
 
 from . import kparams
+from .atomic import read_file
 from .config_edit import check_module_name, edit_options
 from .elf import ModuleElf, parse_module
 from .errors import KmodError, LoaderError, ModuleLookupError
@@ -32,6 +34,11 @@ from .paths import KmodPaths
 from .resolver import Module, ModuleDB
 
 MANAGED_HEADER = "# Managed by kernel.kmod.kmod_load\n"
+
+# What the kernel showed after we loaded a module with params it normalizes (loop's
+# max_part=4 shows 7): {kernel name: {"params": params, "shown": {param: value}}}. Under
+# /run, so it lives as long as the loaded modules do.
+PARAMS_RECORD = ("run", "kernel.kmod", "params.json")
 
 ParamValue = t.Union[str, int, float, bool, None, t.List[t.Any]]
 
@@ -98,6 +105,7 @@ class ModuleResult:
     commands: list[str] = dataclasses.field(default_factory=list)
     params_mismatch: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_unverified: list[str] = dataclasses.field(default_factory=list)
+    params_normalized: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_overridden: dict[str, str] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
 
@@ -112,10 +120,13 @@ class Plan:
     results: list[ModuleResult]
     actions: list[Action]
     diff: list[dict[str, str]]
+    # Actions execute() found already done: inserts the kernel refused with EEXIST.
+    skipped: list[Action] = dataclasses.field(default_factory=list)
+    params: str | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.actions)
+        return len(self.actions) > len(self.skipped)
 
 
 def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None:
@@ -159,6 +170,17 @@ def _same_value(requested: str, loaded: str) -> bool:
     return True
 
 
+def _parse_record(raw: bytes | None) -> dict[str, t.Any]:
+    """The params record's entries; {} for a missing or garbled file."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("shown"), dict)}
+
+
 class Planner:
     """Plans kmod_load for one system root: module tree, configuration and kernel state."""
 
@@ -169,7 +191,9 @@ class Planner:
         self.kstate = kstate or KernelState(paths)
         self.loaded = self.kstate.loaded()
         self._elves: dict[str, ModuleElf] = {}
+        self._knames: dict[str, str] = {}  # file path -> kernel name, for every file read
         self._orphans: set[str] | None = None
+        self._record: dict[str, t.Any] | None = None
 
     # --- module identity -------------------------------------------------------------
 
@@ -181,8 +205,15 @@ class Planner:
 
     def kernel_name_of_file(self, path: str) -> str:
         """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
-        elf = self._elf(path)
-        return modname_normalize(elf.this_module_name or elf.get("name") or modname_from_path(path))
+        if path not in self._knames:
+            # Only the name is kept: holding every image read would cost their whole size.
+            elf = self._elves.get(path)
+            if elf is None:
+                data, _compression = read_module_bytes(path)
+                elf = parse_module(data, path)
+            self._knames[path] = modname_normalize(elf.this_module_name or elf.get("name")
+                                                   or modname_from_path(path))
+        return self._knames[path]
 
     def _missing_providers(self, path: str, loading: set[str]) -> dict[str, list[str]]:
         """Modules that export what the file needs but are not loaded: module -> symbols.
@@ -207,10 +238,27 @@ class Planner:
             self._orphans = {n for n in self.loaded if not self.db.lookup_exact(n)}
         return bool(self._orphans)
 
-    def kernel_name(self, module: Module) -> str:
+    def kernel_name(self, module: Module, read: bool = False) -> str:
+        """The name the kernel has (or would register) the module under.
+
+        The file name, unless the file says otherwise: a file is read when it was read
+        before, when some loaded module is unknown by file name (a dkms
+        ``nvidia-current.ko`` loaded as ``nvidia``), or with ``read`` (a requested module)
+        when the kernel does not have its file name but has other modules: a copy
+        ``e2edummy.ko`` of ``dummy.ko`` registers as ``dummy``, a name the tree also knows.
+        Loading a file whose name the kernel has loaded reads nothing.
+        """
         name = modname_normalize(module.name)
-        if module.path and name not in self.loaded and self._has_orphans():
-            return self.kernel_name_of_file(module.path)
+        if not module.path or name in self.loaded:
+            return name
+        if module.path in self._knames:
+            return self._knames[module.path]
+        if (read and self.loaded) or self._has_orphans():
+            try:
+                return self.kernel_name_of_file(module.path)
+            except KmodError:
+                # An unreadable file: the insert reports it; for removal it is not loaded.
+                return name
         return name
 
     # --- planning ----------------------------------------------------------------------
@@ -233,7 +281,7 @@ class Planner:
                     actions.append(action)
                     result.files.append(action.path)
                     diff.append(file_diff)
-        return Plan(results, actions, diff)
+        return Plan(results, actions, diff, params=params)
 
     def _plan_present(self, names: t.Sequence[str], params: str | None,
                       reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
@@ -246,10 +294,11 @@ class Planner:
             key = modname_normalize(name)
             if key in will_load or (key in self.loaded and key not in removed):
                 return True
-            if key in self.loaded or not self._has_orphans():
-                return False
+            if key in self.loaded or not (self._knames or self._has_orphans()):
+                return False  # no file read, no orphan: the file name is the kernel name
             found = self.db.lookup_exact(key)
-            return bool(found and self.kernel_name(found[0]) in self.loaded)
+            kname = self.kernel_name(found[0]) if found else key
+            return kname != key and (kname in will_load or (kname in self.loaded and kname not in removed))
 
         for name in names:
             result = ModuleResult(name)
@@ -261,7 +310,7 @@ class Planner:
             self._describe(result, modules)
             result.show_depends = self.db.show_depends(name, params)
             for module in modules:
-                kname = self.kernel_name(module)
+                kname = self.kernel_name(module, read=True)
                 if params and kname in self.loaded and not module.builtin:
                     self._compare_params(result, kname, params)
                     if result.params_mismatch and reload:
@@ -275,6 +324,7 @@ class Planner:
                 if step.kind == "install":
                     actions.append(RunCommand(step.module, step.command, step.options or ""))
                     result.commands.append(step.command)
+                    kname = modname_normalize(step.module)
                 elif step.path is None:
                     if not step.required:
                         continue  # modprobe ignores softdeps that fail
@@ -282,10 +332,11 @@ class Planner:
                         f"Module {step.module} (reached through {name}) has no file in "
                         f"{self.paths.moddir}/modules.dep", name=name)
                 else:
-                    actions.append(Insert(modname_normalize(step.module), step.path,
-                                          step.options or ""))
-                result.inserted.append(modname_normalize(step.module))
-                will_load.add(modname_normalize(step.module))
+                    # By the kernel's name for the file when it was read, else its file name.
+                    kname = self._knames.get(step.path, modname_normalize(step.module))
+                    actions.append(Insert(kname, step.path, step.options or ""))
+                result.inserted.append(kname)
+                will_load.add(kname)
             result.action = self._present_action(result, modules, is_loaded)
         before = sorted(k for k in self._touched(results) if k in self.loaded)
         after = sorted(k for k in self._touched(results)
@@ -306,6 +357,7 @@ class Planner:
                      will_load: set[str], is_loaded: t.Callable[[str], bool]) -> None:
         """An absolute path: that file alone, like insmod."""
         path = result.name
+        self._elf(path)  # parsed once for the name and the symbols
         kname = self.kernel_name_of_file(path)
         result.module = modname_from_path(path)
         result.kernel_name = kname
@@ -333,20 +385,72 @@ class Planner:
     def _describe(self, result: ModuleResult, modules: list[Module]) -> None:
         result.resolved = [modname_normalize(m.name) for m in modules]
         result.module = result.resolved[0]
-        result.kernel_name = self.kernel_name(modules[0])
+        result.kernel_name = self.kernel_name(modules[0], read=True)
 
     def _compare_params(self, result: ModuleResult, kname: str, params: str) -> None:
+        """Sort the loaded module's view of params into mismatch, normalized, unverified.
+
+        A value differs only by the kernel's normalization when our last load of this
+        module with exactly these params showed that same value (the params record): a
+        reload would show it again, so it is not a mismatch and does not reload.
+        """
+        recorded = self.params_record().get(kname, {})
+        shown = recorded.get("shown", {}) if recorded.get("params") == params else {}
+        differ, unverified = self.shown_params(kname, params)
+        result.params_unverified += [k for k in unverified if k not in result.params_unverified]
+        for key, values in differ.items():
+            if shown.get(key) == values["loaded"]:
+                result.params_normalized[key] = values
+            else:
+                result.params_mismatch[key] = values
+
+    def shown_params(self, kname: str, params: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """(params sysfs shows with another value: requested and loaded, params it does not show)."""
         loaded = self.kstate.parameters(kname)
+        differ: dict[str, dict[str, str]] = {}
+        unverified: list[str] = []
         for key, value in _split_params(params).items():
             got = loaded.get(key.replace("-", "_"))
             if got is None:
                 # Parameters with permission 0 are not in sysfs: nothing to compare.
-                result.params_unverified.append(key)
+                unverified.append(key)
             elif not _same_value(value, got):
-                result.params_mismatch[key] = {"requested": value, "loaded": got}
+                differ[key] = {"requested": value, "loaded": got}
+        return differ, unverified
+
+    def params_record(self) -> dict[str, t.Any]:
+        """The params record; {} when missing or unreadable (it only saves reloads)."""
+        if self._record is None:
+            self._record = {}
+            try:
+                self._record = _parse_record(read_file(self.paths.under(*PARAMS_RECORD), 1 << 20))
+            except KmodError:
+                pass  # a directory, a FIFO...: the record only saves reloads
+        return self._record
+
+    def record_params(self, kname: str, params: str, normalized: dict[str, dict[str, str]]) -> None:
+        """After loading kname with params: remember what the kernel normalized (or forget)."""
+        entry = {"params": params, "shown": {k: v["loaded"] for k, v in normalized.items()}}
+
+        def edit(text: str | None) -> str | None:
+            # Under the lock, on what is there now: concurrent runs keep each other's entries.
+            record = _parse_record((text or "").encode("utf-8", "surrogateescape"))
+            if normalized:
+                record[kname] = entry
+            elif record.pop(kname, None) is None:
+                return text
+            return json.dumps(record, sort_keys=True, indent=1) + "\n"
+
+        if not normalized and kname not in self.params_record():
+            return
+        try:
+            _before, after = edit_locked(self.paths.under(*PARAMS_RECORD, follow=False), edit)
+        except KmodError:
+            return  # e.g. a read-only /run: only the next run's reload is not saved
+        self._record = _parse_record((after or "").encode("utf-8", "surrogateescape"))
 
     def _touched(self, results: list[ModuleResult]) -> set[str]:
-        return {n for r in results for n in (r.resolved + r.inserted + r.removed)}
+        return {n for r in results for n in (r.resolved + r.inserted + r.removed + [r.kernel_name or ""]) if n}
 
     @staticmethod
     def _runtime_diff(before: list[str], after: list[str]) -> dict[str, str] | None:
@@ -455,7 +559,7 @@ class Planner:
             if module.builtin:
                 raise KmodError(f"Module {module.name} is builtin: it is part of the kernel image "
                                 f"and cannot be removed", name=name)
-        return [(k, m) for m in modules if (k := self.kernel_name(m)) in self.loaded]
+        return [(k, m) for m in modules if (k := self.kernel_name(m, read=True)) in self.loaded]
 
     def _uses(self, name: str) -> list[str]:
         """What the kernel says a module uses, transitively (for modules the tree lacks)."""
@@ -643,7 +747,8 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
     """Perform the plan's actions in order; the first failure stops (KmodError)."""
     for action in plan.actions:
         if isinstance(action, Insert):
-            loader.insert(action.path, action.module, action.options)
+            if not loader.insert(action.path, action.module, action.options):
+                _already_loaded(plan, action)
         elif isinstance(action, Remove):
             loader.remove(action.module)
         elif isinstance(action, RunCommand):
@@ -660,9 +765,14 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
         else:
             after = None if action.after is None else action.after.decode("utf-8", "surrogateescape")
             edit_locked(action.path, lambda _text: after)
+    # Modules this run inserted itself (an install command may not pass params on).
+    inserted = {a.module for a in plan.actions if isinstance(a, Insert) and a not in plan.skipped}
     for result in plan.results:
+        loaded_it = result.kernel_name in inserted
         for module in result.inserted:
             _report_kernel_name(result, module, planner)
+        if plan.params and loaded_it:
+            _check_loaded_params(result, plan.params, planner)
 
 
 def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
@@ -685,9 +795,35 @@ def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
                 progress = True
 
 
+def _already_loaded(plan: Plan, action: Insert) -> None:
+    """The kernel has a module of that name (EEXIST, as modprobe takes it): not a change.
+
+    The plan did not see it: a load between plan and execute, or a dependency whose file
+    registers under another loaded name (files are read only for requested names).
+    """
+    plan.skipped.append(action)
+    for result in plan.results:
+        if action.module in result.inserted:
+            result.inserted.remove(action.module)
+            if not result.inserted and not result.commands and result.action == "loaded":
+                result.action = "already_loaded"
+    for diff in plan.diff:
+        if diff.get("after_header") == "loaded modules" and action.module not in diff["before"].split():
+            diff["after"] = "".join(f"{m}\n" for m in diff["after"].split() if m != action.module)
+    plan.diff[:] = [d for d in plan.diff if d["before"] != d["after"]]
+
+
+def _check_loaded_params(result: ModuleResult, params: str, planner: Planner) -> None:
+    """After inserting the module with params: what the kernel shows that differs was normalized."""
+    differ, result.params_unverified = planner.shown_params(result.kernel_name or "", params)
+    result.params_normalized = differ
+    planner.record_params(result.kernel_name or "", params, differ)
+
+
 def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:
     """After a real load, learn the kernel name of the requested module from its file."""
     if result.module == module and result.kernel_name == module and not result.name.startswith("/"):
         found = planner.db.lookup_exact(module)
         if found and found[0].path and os.path.exists(found[0].path):
             result.kernel_name = planner.kernel_name_of_file(found[0].path)
+            result.inserted[result.inserted.index(module)] = result.kernel_name
