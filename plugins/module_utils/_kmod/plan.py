@@ -322,6 +322,8 @@ class Planner:
                 if step.kind == "builtin":
                     continue
                 if step.kind == "install":
+                    if params:  # our params would reach /bin/sh through $CMDLINE_OPTS
+                        kparams.check_command_options(params, step.command, f"loading {step.module}")
                     actions.append(RunCommand(step.module, step.command, step.options or ""))
                     result.commands.append(step.command)
                     kname = modname_normalize(step.module)

@@ -468,15 +468,16 @@ def test_modules_load_edits(before, present, after):
     assert _edit_modules_load(before, "dummy", present) == after
 
 
+@pytest.mark.parametrize("persistent", [None, "present"])
 @pytest.mark.parametrize("value", ["$(touch /tmp/x)", "`touch /tmp/x`", "1;touch /tmp/x", "1|x", "1&&x", "a'b"])
-def test_persistent_options_never_reach_a_shell_as_syntax(system, value):
-    """An install command with $CMDLINE_OPTS gets our persistent options through /bin/sh
-    (modprobe substitutes them, its own options included): shell syntax is refused."""
+def test_options_never_reach_a_shell_as_syntax(system, value, persistent):
+    """An install command with $CMDLINE_OPTS gets our options through /bin/sh (modprobe
+    substitutes them, its own options included), now and at boot: shell syntax is refused."""
     conf = system.tree.root / "etc/modprobe.d"
     conf.mkdir(parents=True)
     (conf / "00-install.conf").write_text("install dummy /sbin/modprobe --ignore-install dummy $CMDLINE_OPTS\n")
     with pytest.raises(KmodError, match=r"params.*\$CMDLINE_OPTS"):
-        system(["dummy"], params=format_params({"numdummies": value}), persistent="present")
+        system(["dummy"], params=format_params({"numdummies": value}), persistent=persistent)
     assert sorted(p.name for p in conf.iterdir()) == ["00-install.conf"] and system.kernel.calls == []
 
 
