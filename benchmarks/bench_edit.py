@@ -75,6 +75,8 @@ def disable_on_tree(key: str, workdir: Path) -> t.Callable[[], object]:
         return result
 
     return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kernel", default="6.12", choices=["6.1", "6.12"])
