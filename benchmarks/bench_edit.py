@@ -50,7 +50,7 @@ def big_file(lines: int, continued: bool = True) -> str:
 def best(fn: t.Callable[[], object], repeat: int) -> float:
     """Least CPU seconds of this process over repeat runs (a busy machine inflates wall time)."""
     times = []
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         start = time.process_time()
         fn()
         times.append(time.process_time() - start)
@@ -78,7 +78,7 @@ def disable_on_tree(key: str, workdir: Path) -> t.Callable[[], object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--kernel", default="6.12", choices=["6.1", "6.12"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="print the N hottest functions of each case")

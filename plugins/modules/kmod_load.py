@@ -47,15 +47,15 @@ options:
       - In a dict, booleans become C(1)/C(0), lists become comma-separated arrays, V(null) gives a bare C(key).
         A value with blanks is quoted (C(key="a b")).
       - The kernel splits the string at blanks outside double quotes and has no escapes, so what it cannot
-        take back exactly as asked is refused before anything is touched: control characters (newline, tab,
+        take back exactly as asked is refused before anything is touched (control characters such as newline or tab,
         ...), Unicode line separators, a double quote inside a value, unbalanced quotes, a word that is not
-        a parameter name (letters, digits, C(_), C(.), C(-)), a list item with a comma.
+        a parameter name (letters, digits, C(_), C(.), C(-)), a list item with a comma).
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
         Parameters the module does not show there are listed in RV(modules[].params_unverified).
       - After loading (or reloading) the module, its parameters are read back. A module may keep another
-        value than the one given (C(loop) rounds C(max_part=4) up to V(7)): such values are reported in
+        value than the one given (C(loop) rounds C(max_part=4) up to V(7)); such values are reported in
         RV(modules[].params_normalized) with a warning, and are what the kernel uses. Ask for the value the
         kernel shows to make the warning go away.
       - So that O(reload=true) does not reload such a module on every run, what the kernel showed is

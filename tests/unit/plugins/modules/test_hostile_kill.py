@@ -192,7 +192,7 @@ def test_depmod_killed_after_random_delays(depmod_case):
     run_child(kmod_depmod, args)
     full = time.monotonic() - start
     reset()
-    for _ in range(8):
+    for _attempt in range(8):
         run_child(kmod_depmod, args, kill_after=rnd.uniform(0, full))
         check_and_converge("a kill after a random delay")
         reset()

@@ -57,7 +57,8 @@ def test_many_stars_are_not_exponential(monkeypatch):
     monkeypatch.setattr(names, "_fnmatch_regex", lambda p: runs)
     for string, expected in (("a" * 200, False), ("a" * 200 + "b", True), ("ab" * 50, True)):
         del scanned[:]
-        assert names.fnmatch(pattern, string) is expected == glibc(pattern, string)
+        assert names.fnmatch(pattern, string) is expected
+        assert glibc(pattern, string) == expected
         assert sum(scanned) <= 42 * len(string)
 
 
