@@ -47,7 +47,7 @@ gates_collection_copy() {
 gates_private_env() {
   local home=$gates_work/home-$1
   mkdir -p "$home"
-  export HOME=$home TMPDIR=$gates_work ANSIBLE_LOCAL_TEMP=$home/.ansible/tmp
+  export HOME=$home TMPDIR=$gates_work ANSIBLE_HOME=$home/.ansible ANSIBLE_LOCAL_TEMP=$home/.ansible/tmp
   export ANSIBLE_COLLECTIONS_PATH=$gates_work/$1 ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
   # pip's downloads are still cached across runs, outside the user's home.
   export PIP_CACHE_DIR=$KMOD_TEST_CACHE/pip-cache PIP_DISABLE_PIP_VERSION_CHECK=1
