@@ -12,6 +12,8 @@ options:
       - Alternate system root, like C(depmod -b) and C(modprobe -d).
       - The module tree (C(lib/modules/RELEASE)), C(modprobe.d), C(depmod.d), C(modules-load.d),
         C(/proc) and C(/sys) are all taken under this directory.
+      - The module tree is C(usr/lib/modules/RELEASE) when C(lib/modules/RELEASE) does not exist there
+        (merged-/usr images without the C(/lib) link, kmod built with C(--with-module-directory=/usr/lib/modules)).
     type: path
     default: /
   kernel_release:

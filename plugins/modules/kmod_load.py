@@ -103,6 +103,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+moddir:
+  description:
+    - The module directory names were resolved in, C(lib/modules/RELEASE) under O(root), or
+      C(usr/lib/modules/RELEASE) when only that exists.
+  returned: always
+  type: str
+  sample: /lib/modules/6.1.0-56-amd64
 modules:
   description: One entry per requested name, in request order.
   returned: always
@@ -237,7 +244,7 @@ def main() -> t.NoReturn:
         for param, source in sorted(r.params_overridden.items()):
             module.warn(f"Persistent option {param} of {r.module} will not hold at boot: "
                         f"{source} sets it again later")
-    result: dict[str, t.Any] = {"changed": plan.changed,
+    result: dict[str, t.Any] = {"changed": plan.changed, "moddir": planner.paths.moddir,
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:
         result["diff"] = plan.diff

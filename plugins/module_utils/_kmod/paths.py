@@ -12,6 +12,10 @@ import typing as t
 # a root= tree is self-contained.
 CONFIG_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
 MODULES_LOAD_DIRS = ("etc", "run", "usr/local/lib", "usr/lib")
+# kmod's module directory is a build option (--with-module-directory, kmod >= 32): /lib/modules
+# by default; merged-/usr images without the /lib link, and kmod built for /usr/lib/modules,
+# have only usr/lib/modules. The first that holds the release wins, else the default.
+MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,12 @@ class KmodPaths:
 
     @property
     def moddir(self) -> str:
-        return self.under("lib/modules", self.kernel_release)
+        """root/lib/modules/RELEASE, or root/usr/lib/modules/RELEASE when only that exists."""
+        for base in MODULE_DIRS:
+            path = self.under(base, self.kernel_release)
+            if os.path.isdir(path):
+                return path
+        return self.under(MODULE_DIRS[0], self.kernel_release)
 
     def module_index(self, name: str) -> str:
         """E.g. module_index('modules.dep.bin')."""
