@@ -207,7 +207,9 @@ def _names(value: t.Any) -> list[str]:
 def _params(value: t.Any) -> str | None:
     if value is None or isinstance(value, (str, dict)):
         return format_params(value)
-    raise KmodError(f"params must be a string or a dict, not {type(value).__name__}")
+    # apart from the message: validate-modules (ansible-core 2.16) reads its words as a type comparison
+    kind = type(value).__name__
+    raise KmodError(f"params must be a string or a dict, not {kind}")
 
 
 def main() -> t.NoReturn:
