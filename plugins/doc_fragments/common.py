@@ -12,6 +12,12 @@ options:
       - Alternate system root, like C(depmod -b) and C(modprobe -d).
       - The module tree (C(lib/modules/RELEASE)), C(modprobe.d), C(depmod.d), C(modules-load.d),
         C(/proc) and C(/sys) are all taken under this directory.
+      - It must be an existing directory; it is never created.
+      - Other than C(/), every path is resolved as a process chrooted into O(root) would see it
+        (C(chroot), C(systemd-nspawn)); a symlink, relative or absolute, is followed inside the
+        image, C(..) never climbs above O(root), and nothing outside O(root) is read or written.
+        Symlink loops are an error. A file the module writes must not itself be a symlink
+        inside O(root) (it is refused rather than written through or replaced).
       - The module tree is C(usr/lib/modules/RELEASE) when C(lib/modules/RELEASE) does not exist there
         (merged-/usr images without the C(/lib) link, kmod built with C(--with-module-directory=/usr/lib/modules)).
     type: path
@@ -20,6 +26,7 @@ options:
     description:
       - Kernel release whose module tree is used, as C(uname -r) prints it.
       - Defaults to the running kernel's release.
+      - It must start with C(N.N) and must not contain C(/), control characters or NUL.
     type: str
   kmod_compat:
     description:

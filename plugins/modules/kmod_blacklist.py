@@ -29,8 +29,9 @@ options:
   name:
     description:
       - Module names (not aliases, not file names). C(i2c-dev) and C(i2c_dev) are the same module.
-      - Names that are empty or hold whitespace, control characters, C(/), C(\), C(#) or the glob
-        characters C(*?[]) are rejected before anything is touched.
+      - Names hold only ASCII letters, digits, C(_) and C(-), as every module name does; anything else
+        (whitespace, control characters, C(/), C(\), C(#), the glob characters C(*?[]), non-ASCII) is
+        rejected before anything is touched.
       - May be empty with O(exclusive=true), which then removes every entry from O(path).
     type: list
     elements: str
@@ -67,6 +68,8 @@ options:
     description:
       - The C(modprobe.d) file to maintain, taken under O(root). Its name must end in C(.conf), as libkmod
         reads no other files.
+      - With O(root) other than C(/), symlinks on the way are followed inside O(root) only, and the file itself
+        must not be a symlink (it is refused, rather than written through or replaced).
     type: path
     default: /etc/modprobe.d/kernel-kmod-blacklist.conf
   exclusive:

@@ -17,6 +17,13 @@ description:
     O(kmod_compat) selects.
   - A file is only written when its bytes change, atomically (temporary file, C(fsync), rename); files
     that are already right are never touched, so the task is idempotent.
+  - Runs on one module directory publish one after another (an exclusive C(flock) on the directory).
+    Temporary files that a run killed while writing left in the module directory (C(.kmod-*)) are
+    removed by the next run, which reports them in a warning and as a change.
+  - An index file that is not a regular file (a directory, a symlink, a FIFO) is not replaced; the task
+    fails naming it. Inputs (C(modules.order), C(modules.builtin), C(modules.builtin.modinfo),
+    O(system_map), O(symvers)) that are directories, FIFOs or symlink loops fail the task too;
+    non-regular files in C(depmod.d) are skipped with a warning.
   - Everything is computed before anything is written. Dependency cycles fail the task and nothing is
     written, like C(depmod). A module file that cannot be read (corrupt, truncated, empty, bad
     compression) gives a warning naming it and is listed without dependencies, like C(depmod) does.
@@ -170,18 +177,17 @@ elapsed:
 """
 
 import os
-import re
 import time
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.atomic import read_bytes
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
-    Depmod, default_cache_file, stale_files, write_indexes)
+    Depmod, default_cache_file, publish, read_output, stale_files)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.lock import find_stale_temps
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths, check_path_value
 
 
 # The text indexes whose changes the diff shows, line by line (modules.symbols would
@@ -212,10 +218,14 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
     start = time.monotonic()
     if params["jobs"] < 0:
         raise KmodError(f"jobs must be 0 (one per CPU) or more, not {params['jobs']}")
+    # KmodPaths checks root and kernel_release (one component starting "N.N", as depmod's
+    # is_version_number); the other paths are checked here to name their option.
     paths = KmodPaths.from_params(params)
-    # depmod accepts only "N.N..." (is_version_number); a '/' would leave lib/modules
-    if "/" in paths.kernel_release or not re.match(r"\d+\.\d+", paths.kernel_release):
-        raise KmodError(f"kernel_release {paths.kernel_release!r} is not a kernel version")
+    for option in ("system_map", "symvers", "cache_dir"):
+        if params[option]:
+            check_path_value(params[option], option)
+    for value in params["config_dirs"] or ():
+        check_path_value(value, "config_dirs")
     system_map = params["system_map"] and paths.under(params["system_map"])
     symvers = params["symvers"] and paths.under(params["symvers"])
     if params["check_unresolved"] and not (system_map or symvers):
@@ -233,20 +243,31 @@ def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], l
     )
     out: dict[str, t.Any] = {"moddir": paths.moddir, "kmod_generation": depmod.generation.as_result()}
     known = depmod.up_to_date()
+    files: dict[str, bytes] = {}
+    result = None
     if known is not None:  # the cache vouches for every input and every file on disk
-        warnings, unresolved = known.warnings, known.unresolved
-        out.update(changed=False, files_changed=[], module_count=known.module_count,
-                   diff={"before": "", "after": ""})
+        warnings, unresolved = list(known.warnings), known.unresolved
+        out.update(files_changed=[], module_count=known.module_count, diff={"before": "", "after": ""})
     else:
         result = depmod.build()
+        files = result.files
         warnings, unresolved = result.warnings, result.unresolved
-        old = {name: read_bytes(os.path.join(paths.moddir, name)) for name in DIFF_FILES}
-        changed_files = stale_files(paths.moddir, result.files)
-        if not check_mode:
-            write_indexes(paths.moddir, result.files)
+        old = {name: read_output(os.path.join(paths.moddir, name)) for name in DIFF_FILES}
+        out.update(files_changed=stale_files(paths.moddir, files), module_count=len(result.modules),
+                   diff=summary_diff(paths.moddir, old, files))
+    # A run killed while writing leaves its temporary files behind: the next one removes them.
+    if check_mode:
+        leftovers = find_stale_temps(paths.moddir)
+    else:
+        published = publish(paths.moddir, files)
+        leftovers = published.removed
+        warnings += published.warnings
+        if result is not None:
             depmod.save_cache(result)
-        out.update(changed=bool(changed_files), files_changed=changed_files, module_count=len(result.modules),
-                   diff=summary_diff(paths.moddir, old, result.files))
+    if leftovers:
+        warnings.append(f"{'Would remove' if check_mode else 'Removed'} {len(leftovers)} temporary file(s) "
+                        f"left in {paths.moddir} by an interrupted run: {', '.join(leftovers)}")
+    out["changed"] = bool(out["files_changed"] or leftovers)
     if params["check_unresolved"]:
         out["unresolved"] = unresolved
     out["elapsed"] = round(time.monotonic() - start, 3)

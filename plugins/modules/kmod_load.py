@@ -45,15 +45,29 @@ options:
     description:
       - Module parameters for O(name), as one string (C(numdummies=2 foo="a b")) or a dict.
       - In a dict, booleans become C(1)/C(0), lists become comma-separated arrays, V(null) gives a bare C(key).
+        A value with blanks is quoted (C(key="a b")).
+      - The kernel splits the string at blanks outside double quotes and has no escapes, so what it cannot
+        take back exactly as asked is refused before anything is touched (control characters such as newline or tab,
+        ...), Unicode line separators, a double quote inside a value, unbalanced quotes, a word that is not
+        a parameter name (letters, digits, C(_), C(.), C(-)), a list item with a comma).
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
         Parameters the module does not show there are listed in RV(modules[].params_unverified).
+      - After loading (or reloading) the module, its parameters are read back. A module may keep another
+        value than the one given (C(loop) rounds C(max_part=4) up to V(7)); such values are reported in
+        RV(modules[].params_normalized) with a warning, and are what the kernel uses. Ask for the value the
+        kernel shows to make the warning go away.
+      - So that O(reload=true) does not reload such a module on every run, what the kernel showed is
+        recorded in C(/run/kernel.kmod/params.json) (gone at reboot). While the loaded module shows exactly
+        what our last load with the same O(params) showed, a reload would change nothing and is not done.
+        A module loaded with these O(params) by someone else (at boot, from C(modprobe.d)) is reloaded once.
       - Needs exactly one O(name).
     type: raw
   reload:
     description:
-      - Unload and load again a loaded module whose parameters differ from O(params).
+      - Unload and load again a loaded module whose parameters differ from O(params); values the module is
+        known to normalize (RV(modules[].params_normalized)) do not count as different.
     type: bool
     default: false
   persistent:
@@ -69,7 +83,11 @@ notes:
     the kernel does not show as holders (for example a crypto driver used by the removed module) are only
     found and removed in a real run.
   - A module file whose name differs from the name the kernel registers (a dkms C(nvidia-current.ko)
-    loading as C(nvidia)) is handled by the kernel name; RV(modules[].kernel_name) shows it.
+    loading as C(nvidia), a copy C(extra/e2edummy.ko) of C(dummy.ko) loading as C(dummy)) is handled by
+    the kernel name; RV(modules[].kernel_name) shows it. For that the file of each requested module
+    that is not loaded under its file name is read (decompressed) while planning.
+  - If the kernel already has a module of the name being inserted (it answers C(EEXIST), for example
+    after a load by someone else in between), the module counts as already loaded, as for C(modprobe).
 seealso:
   - module: kernel.kmod.kmod_blacklist
   - module: kernel.kmod.kmod_facts
@@ -147,7 +165,9 @@ modules:
       type: str
       sample: loaded
     inserted:
-      description: Modules inserted (or install commands run) for this name, in order.
+      description:
+        - Modules inserted (or install commands run) for this name, in order, by the name the kernel knows
+          them by where their file was read, else by file name.
       type: list
       elements: str
       sample: [libcrc32c, nf_conntrack, nf_nat]
@@ -162,9 +182,18 @@ modules:
       elements: str
       sample: ["/sbin/modprobe --ignore-install foo"]
     params_mismatch:
-      description: Requested parameters that the already loaded module shows with another value.
+      description:
+        - Requested parameters that the already loaded module showed with another value before this run
+          (values it is known to normalize are in RV(modules[].params_normalized) instead).
       type: dict
       sample: {max_part: {requested: "8", loaded: "16"}}
+    params_normalized:
+      description:
+        - Requested parameters that the module, loaded with them, shows with another value (it rounded or
+          clamped the value), with both values. The kernel uses the loaded value; asking for it converges.
+        - Reported right after a load or reload, and on later runs while the module still shows that value.
+      type: dict
+      sample: {max_part: {requested: "4", loaded: "7"}}
     params_unverified:
       description:
         - Requested parameters of an already loaded module that C(/sys/module/NAME/parameters) does not
@@ -192,6 +221,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.kparams import check_text
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, execute, format_params
@@ -201,6 +231,8 @@ def _names(value: t.Any) -> list[str]:
     names = value if isinstance(value, list) else [value]
     if not names:
         raise KmodError("name must hold at least one module name")
+    for name in names:
+        check_text(name, "name", "module name")  # no control, surrogate or line-separator character
     return names
 
 
@@ -229,9 +261,9 @@ def main() -> t.NoReturn:
         return module.run_command(["/bin/sh", "-c", command], environ_update=env)
 
     try:
+        names, params = _names(p["name"]), _params(p["params"])  # refused before anything is read
         planner = Planner(KmodPaths.from_params(p))
-        plan = planner.plan(_names(p["name"]), p["state"], _params(p["params"]), p["reload"],
-                            p["persistent"])
+        plan = planner.plan(names, p["state"], params, p["reload"], p["persistent"])
         if not module.check_mode:
             execute(plan, Loader(LinuxSyscalls(), planner.kstate.compression()), run, planner)
     except KmodError as e:
@@ -240,6 +272,11 @@ def main() -> t.NoReturn:
         if r.params_mismatch and not p["reload"]:
             module.warn(f"Module {r.kernel_name} is loaded with other parameters than requested: "
                         f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
+        if r.params_normalized:
+            shown = ", ".join(f"{k}={v['loaded']} (requested {v['requested']})"
+                              for k, v in sorted(r.params_normalized.items()))
+            module.warn(f"Module {r.kernel_name} keeps other parameter values than requested: {shown}. "
+                        f"The module normalizes them; ask for the values it shows")
         if r.params_unverified:
             module.warn(f"Module {r.kernel_name} is loaded; its parameters "
                         f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")

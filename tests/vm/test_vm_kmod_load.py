@@ -100,3 +100,86 @@ def test_params_reload_persistent(vm_6_12: VM) -> None:
     assert res.rc == 0, res
     assert not {"nbd", "dummy"} & loaded(vm)
     assert vm.run("ls /etc/modules-load.d/nbd.conf /etc/modprobe.d/nbd.conf").returncode != 0
+
+
+def warnings_about(result, word: str) -> list[str]:
+    msgs = [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings") or []]
+    return [m for m in msgs if word in m]
+
+
+def test_module_file_under_another_name(vm: VM) -> None:
+    """A copy extra/e2edummy.ko of dummy.ko registers as dummy: loading it twice loads once,
+    absent removes dummy (a dkms nvidia-current.ko loading as nvidia is the same case)."""
+    moddir = "/lib/modules/" + vm.run("uname -r", check=True).stdout.strip()
+    src = vm.run("modinfo -n dummy", check=True).stdout.strip()
+    copy = f"{moddir}/extra/e2edummy.{src.rsplit('/', 1)[1].split('.', 1)[1]}"
+    assert vm.run(f"test -e {moddir}/extra").returncode != 0, "the guest has no extra/ of its own"
+    assert "dummy" not in loaded(vm)
+    # The guest's depmod indexes the copy; its indexes are put back afterwards.
+    vm.run(f"mkdir -p /tmp/kname-idx {moddir}/extra && cp -p {moddir}/modules.* /tmp/kname-idx/ "
+           f"&& cp {src} {copy} && depmod", check=True)
+    try:
+        assert vm.run(["modinfo", "-F", "name", copy], check=True).stdout.strip() == "dummy"
+        assert show_depends(vm, "e2edummy") == [f"insmod {copy} "]
+        res = vm.ansible_tasks([
+            task("load", name="e2edummy"),
+            {"name": "after load", "command": "cat /proc/modules"},
+            task("again", name="e2edummy"),
+            task("by kernel name", name="dummy"),
+            {"name": "insmod again", "command": f"insmod {copy}", "ignore_errors": True},
+            task("remove", name="e2edummy", state="absent"),
+            {"name": "after remove", "command": "cat /proc/modules"},
+            task("remove again", name="e2edummy", state="absent"),
+        ])
+        assert res.rc == 0, res
+        load = res.task("load")
+        assert load["changed"] is True, res
+        entry = load["modules"][0]
+        assert (entry["action"], entry["module"], entry["kernel_name"]) == ("loaded", "e2edummy", "dummy")
+        names = [line.split()[0] for line in res.task("after load")["stdout"].splitlines()]
+        assert "dummy" in names and "e2edummy" not in names
+        for title in ("again", "by kernel name"):
+            again = res.task(title)
+            assert again["changed"] is False, (title, again)
+            assert again["modules"][0]["action"] == "already_loaded" and again["modules"][0]["kernel_name"] == "dummy"
+        # The kernel itself refuses a second module named dummy (EEXIST).
+        assert res.task("insmod again")["rc"] != 0 and "exists" in res.task("insmod again")["stderr"]
+        remove = res.task("remove")
+        assert remove["changed"] is True and remove["modules"][0]["removed"] == ["dummy"], remove
+        assert "dummy" not in [line.split()[0] for line in res.task("after remove")["stdout"].splitlines()]
+        assert res.task("remove again")["changed"] is False
+    finally:
+        vm.run(f"rmmod dummy; rm -f {copy}; rmdir {moddir}/extra; cp -p /tmp/kname-idx/modules.* {moddir}/ "
+               f"&& rm -r /tmp/kname-idx", check=True)
+    assert "dummy" not in loaded(vm)
+    assert vm.run("modprobe --show-depends e2edummy").returncode != 0
+
+
+def test_normalized_param_warns_and_converges(vm_6_1: VM) -> None:
+    """loop rounds max_part up to 2^n - 1: 4 shows 7. Say so, and do not reload every run."""
+    vm = vm_6_1
+    assert "loop" not in loaded(vm)
+    try:
+        res = vm.ansible_tasks([
+            task("load", name="loop", params={"max_part": 4}, reload=True),
+            {"name": "shown", "command": "cat /sys/module/loop/parameters/max_part", "register": "shown"},
+            task("again", name="loop", params={"max_part": 4}, reload=True),
+            task("fixed", name="loop", params="max_part={{ shown.stdout }}", reload=True),
+        ])
+        assert res.rc == 0, res
+        shown = res.task("shown")["stdout"].strip()
+        assert shown != "4"
+        normalized = {"max_part": {"requested": "4", "loaded": shown}}
+        load, again, fixed = res.task("load"), res.task("again"), res.task("fixed")
+        assert load["changed"] is True and load["modules"][0]["params_normalized"] == normalized
+        warned = warnings_about(load, "max_part")
+        assert len(warned) == 1 and f"max_part={shown} (requested 4)" in warned[0], load
+        assert again["changed"] is False, again
+        assert again["modules"][0]["params_normalized"] == normalized
+        assert again["modules"][0]["params_mismatch"] == {}
+        assert len(warnings_about(again, "max_part")) == 1
+        assert fixed["changed"] is False and fixed["modules"][0]["params_normalized"] == {}
+        assert not warnings_about(fixed, "max_part")
+    finally:
+        vm.run("rmmod loop; rm -rf /run/kernel.kmod")
+    assert "loop" not in loaded(vm)

@@ -9,16 +9,19 @@ own modprobe logic against the configuration as libkmod will read it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import stat
 import tempfile
 import typing as t
 
-from .atomic import read_bytes, write_if_changed
+from .atomic import read_bytes
 from .config import ModprobeConfig
 from .config_edit import ModprobeConfEditor, check_module_name, edit_blacklist, module_key
 from .errors import ConfigError, ModuleLookupError
+from .lock import edit_locked
 from .names import fnmatch
-from .paths import KmodPaths
+from .paths import KmodPaths, check_path_value, resolve_host
 from .plan import CommandRunner, Plan, Planner, execute
 from .resolver import ModuleDB
 
@@ -53,6 +56,8 @@ class BlacklistPlan:
     unload: Plan | None
     planner: Planner | None
     warnings: list[str]
+    # The edit itself (text -> text), applied again under the file's lock by apply().
+    edit: t.Callable[[str | None], str | None] | None = None
 
     @property
     def file_changed(self) -> bool:
@@ -84,13 +89,23 @@ class BlacklistPlan:
 
 
 def conf_path(paths: KmodPaths, path: str, warnings: list[str]) -> str:
-    """The file under root, checked so that libkmod will really read it."""
+    """The file under root, checked so that libkmod will really read it.
+
+    Under a root other than '/', its directory is resolved like a chroot would (symlinks
+    followed inside the image, never out of it) and a symlink as the file itself is
+    refused (writing would copy its target's content); on the live system the write
+    replaces such a link by a regular file, as before.
+    """
+    check_path_value(path, "path")
     name = os.path.basename(path)
     if not os.path.isabs(path) or not name.endswith(".conf") or name.startswith("."):
         raise ConfigError(f"path {path!r} must be an absolute path to a *.conf file not starting "
                           "with '.': libkmod reads no other modprobe.d files", path=path)
-    full = paths.under(os.path.normpath(path))  # normpath: '..' cannot climb out of root
-    if os.path.isdir(full):
+    full = paths.under(os.path.normpath(path), follow=False)  # '..' cannot climb out of root
+    if paths.confined and os.path.islink(full):
+        raise ConfigError(f"path {full} is a symbolic link inside root: kernel.kmod neither follows nor "
+                          "replaces it there (set path to the file itself, or remove the link)", path=full)
+    if _isdir(resolve_host(full)):
         raise ConfigError(f"path {full} is a directory", path=full)
     winner = _winner(paths, full)
     if winner is None:
@@ -106,15 +121,30 @@ def _winner(paths: KmodPaths, full: str) -> str | None:
     """Which file libkmod reads under full's basename once full exists (None: full is not
     in a configuration directory). The first directory in libkmod's order wins."""
     directory, name = os.path.split(full)
-    here = os.path.realpath(directory)
-    if here not in {os.path.realpath(d) for d in paths.modprobe_dirs}:
+    here = paths.resolve(directory)
+    dirs = [(d, paths.resolve(d)) for d in paths.modprobe_dirs]
+    if here not in {real for _d, real in dirs}:
         return None
-    for d in paths.modprobe_dirs:
-        if os.path.realpath(d) == here:
+    for d, real in dirs:
+        if real == here:
             return full
-        if os.path.isfile(os.path.join(d, name)):
+        if _isfile(resolve_host(os.path.join(d, name))):
             return os.path.join(d, name)
     return None
+
+
+def _isdir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _isfile(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: str, path: str,
@@ -124,10 +154,9 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
     names = [check_module_name(n) for n in names]
     warnings: list[str] = []
     full = conf_path(paths, path, warnings)
-    try:
-        before = _decode(read_bytes(full))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read {full}: {exc.strerror}", path=full) from exc
+    # Inside root (a symlink there is followed inside the image); a FIFO, a directory or
+    # a symlink loop is a PathError naming the file.
+    before = _decode(read_bytes(full))
     after = edit_blacklist(before, names, state, mode, exclusive)
     unload_plan = planner = None
     if unload and state == "present":
@@ -135,13 +164,23 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
         loaded = [n for n in names if module_key(n) in planner.loaded]
         if loaded:
             unload_plan = planner.plan(loaded, "absent")
-    return BlacklistPlan(paths, full, names, before, after, unload_plan, planner, warnings)
+    return BlacklistPlan(paths, full, names, before, after, unload_plan, planner, warnings,
+                         functools.partial(edit_blacklist, names=names, state=state, mode=mode,
+                                           exclusive=exclusive))
 
 
 def apply(plan: BlacklistPlan, loader: Loader, run: CommandRunner) -> None:
-    """Write the file first, so that nothing autoloads a module again once it is gone."""
+    """Write the file first, so that nothing autoloads a module again once it is gone.
+
+    The edit is made again under the file's lock on the text found then, so concurrent
+    runs keep each other's entries; the plan then shows what was really written.
+    """
     if plan.file_changed:
-        write_if_changed(plan.path, _encode(plan.after))
+        if plan.edit is not None:
+            plan.before, after = edit_locked(plan.path, plan.edit)
+            plan.after = after or ""
+        else:
+            edit_locked(plan.path, lambda _text: plan.after)
     if plan.unload and plan.planner:
         execute(plan.unload, loader, run, plan.planner)
 
@@ -168,61 +207,83 @@ def effective_config(plan: BlacklistPlan) -> ModprobeConfig:
 
 
 def verify(plan: BlacklistPlan, config: ModprobeConfig | None = None) -> list[dict[str, t.Any]]:
-    """Per name, what the file says and what the engine's resolution makes of it."""
+    """Per name, what the file says and what the engine's resolution makes of it.
+
+    The cost follows the names asked: the file and the configuration are indexed once,
+    and each name is resolved once (twice when it has an alias spelled like itself).
+    """
     config = config or effective_config(plan)
-    db = ModuleDB(plan.paths, config)
+    db = _VerifyDB(plan.paths, config)
     edited = ModprobeConfEditor(plan.after)
-    aliases = _aliases_by_module(db)
+    blacklisted, disabled = set(edited.blacklisted()), set(edited.disabled())
+    keys = {module_key(name) for name in plan.names}
+    self_named = _aliases_by_module(db, keys)
+    in_config = {b.modname for b in config.blacklist}
+    entries = _entries_by_key(config, keys)
     removed = {r.name: r.removed for r in (plan.unload.results if plan.unload else [])}
     results = []
     for name in plan.names:
         key = module_key(name)
         results.append({
             "name": name,
-            "blacklisted": key in edited.blacklisted(),
-            "disabled": key in edited.disabled(),
-            "alias_blocked": _alias_blocked(db, key, aliases.get(key, [])),
+            "blacklisted": key in blacklisted,
+            "disabled": key in disabled,
+            "alias_blocked": key in in_config and _alias_blocked(db, key, key in self_named),
             "blocked": db.is_blocked(name),
             "elsewhere": [
                 {"file": e.source.path, "line": e.source.line, "directive": text}
-                for e, text in _entries_for(config, key) if e.source.path != plan.path],
+                for e, text in entries.get(key, ()) if e.source.path != plan.path],
             "unloaded": removed.get(name, []),
         })
     return results
 
 
-def _aliases_by_module(db: ModuleDB) -> dict[str, list[str]]:
-    """Every alias of modules.alias and of the configuration, by the module it names."""
-    by_module: dict[str, list[str]] = {}
+class _VerifyDB(ModuleDB):
+    """The resolver, minus the "did you mean" hint of a failed lookup: verify never shows
+    it, and building it compares the name with every module and alias of the tree."""
+
+    def _not_found(self, name: str) -> ModuleLookupError:
+        return ModuleLookupError(f"Module {name} not found in directory {self.moddir}", name=name)
+
+
+def _aliases_by_module(db: ModuleDB, keys: set[str]) -> set[str]:
+    """The modules among keys that have an alias (modules.alias or configuration) spelled
+    like their own name, '-' and '_' alike: one pass over the aliases for every name."""
+    found = {a.modname for a in db.config.aliases
+             if a.modname in keys and a.pattern.replace("-", "_") == a.modname}
     index = db.index("modules.alias")
-    for alias, module in index.dump() if index is not None else ():
-        by_module.setdefault(module, []).append(alias)
-    for entry in db.config.aliases:
-        by_module.setdefault(entry.modname, []).append(entry.pattern)
-    return by_module
+    for alias, module in index.dump() if index is not None and keys - found else ():
+        if module in keys and len(alias) == len(module) and alias.replace("-", "_") == module:
+            found.add(module)
+    return found
 
 
-def _alias_blocked(db: ModuleDB, key: str, aliases: list[str]) -> bool:
-    """The module is blacklisted, and resolving each of its aliases (as modprobe would)
-    yields it only as a blocked result."""
-    if not any(b.modname == key for b in db.config.blacklist):
-        return False
-    for alias in aliases:
-        try:
-            found = [m for m in db.lookup(alias) if m.name == key]
-            blocked = {b.module for b in db.blocked_by(alias)}
-        except ModuleLookupError:
-            continue  # a pattern that does not match its own text resolves to nothing
-        if found and key not in blocked:
-            return False
-    return True
+def _alias_blocked(db: ModuleDB, key: str, self_named: bool) -> bool:
+    """The blacklisted module is never loaded through one of its aliases.
+
+    modprobe applies a blacklist only to results it reached through an alias: every alias
+    lookup of a blacklisted module is blocked, except an alias spelled like the module's
+    own name (lookup normalises it), which libkmod resolves to the module by name first.
+    """
+    if not self_named:
+        return True
+    try:
+        found = [m for m in db.lookup(key) if m.name == key]
+        blocked = {b.module for b in db.blocked_by(key)}
+    except ModuleLookupError:
+        return True  # resolves to nothing
+    return not found or key in blocked
 
 
-def _entries_for(config: ModprobeConfig, key: str) -> t.Iterator[tuple[t.Any, str]]:
-    """Blacklist and install entries that apply to a module, with their text."""
+def _entries_by_key(config: ModprobeConfig, keys: set[str]) -> dict[str, list[tuple[t.Any, str]]]:
+    """Blacklist and install entries that apply to each module, with their text, in
+    configuration order (install patterns matched like libkmod)."""
+    out: dict[str, list[tuple[t.Any, str]]] = {}
     for b in config.blacklist:
-        if b.modname == key:
-            yield b, f"blacklist {b.modname}"
+        if b.modname in keys:
+            out.setdefault(b.modname, []).append((b, f"blacklist {b.modname}"))
     for c in config.install:
-        if fnmatch(c.modname, key):
-            yield c, f"install {c.modname} {c.command}"
+        matched = [c.modname] if c.modname in keys else [k for k in keys if fnmatch(c.modname, k)]
+        for key in matched:
+            out.setdefault(key, []).append((c, f"install {c.modname} {c.command}"))
+    return out

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import typing as t
 
+from .atomic import read_file
+from .errors import KmodError
 from .generation import KmodGeneration, detect_generation
 from .names import alias_normalize, fnmatch
-from .paths import KmodPaths
+from .paths import KmodPaths, resolve_host
 
 KCMDLINE_MAX = 4095  # libkmod reads /proc/cmdline into a 4096-byte buffer
 _C_SPACE = " \t\n\v\f\r"  # C isspace() in the "C" locale
@@ -96,8 +99,8 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
     dirs = paths.modprobe_dirs if config_paths is None else list(config_paths)
     for d in dirs:
         try:
-            st = os.stat(d)
-        except OSError:
+            st = os.stat(resolve_host(d))
+        except (OSError, KmodError):
             continue
         if not stat.S_ISDIR(st.st_mode):
             by_name.setdefault(os.path.basename(d), d)
@@ -112,7 +115,7 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
             if not _is_conf_name(name, gen.conf_suffixes) or name in by_name:
                 continue
             full = os.path.join(d, name)
-            if os.path.isdir(full):
+            if _is_dir(full):
                 if warnings is not None:
                     warnings.append(f"{full}: directories inside configuration directories are ignored")
                 continue
@@ -120,33 +123,65 @@ def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
     return [by_name[name] for name in sorted(by_name, key=lambda n: n.encode("utf-8", "surrogateescape"))]
 
 
+def _is_dir(path: str) -> bool:
+    # Followed inside root (an entry linking to /etc is ROOT/etc, never the host's).
+    try:
+        return stat.S_ISDIR(os.stat(resolve_host(path)).st_mode)
+    except (OSError, KmodError):
+        return False
+
+
 def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
     """(first physical line number, line, raw text) as kmod's freadline_wrapped joins them:
-    backslash-newline continues a line, any other backslash escape keeps just the char.
+    backslash-newline continues a line, any other backslash escape keeps just the char,
+    and the line ends at a NUL byte (libkmod handles it as a C string).
     ``raw`` is the physical text the line came from, its newline included, so that an
-    editor can keep lines it does not change byte for byte."""
+    editor can keep lines it does not change byte for byte.
+
+    A backslash at the very end of the file is dropped, as kmod 31+ does (kmod 30 stores
+    getc's EOF there as a 0xFF byte: a bug we do not copy; ``ends_open`` tells editors).
+    """
     lineno = 1
-    i, n = 0, len(text)
-    while i < n:
-        start, first = i, lineno
-        out: list[str] = []
-        while i < n:
-            c = text[i]
-            i += 1
-            if c == "\n":
-                lineno += 1
-                break
-            if c == "\\" and i < n:
-                c = text[i]
-                i += 1
-                if c == "\n":
-                    lineno += 1
-                    continue
-            elif c == "\\":
-                # kmod 30 stores getc's EOF here as a 0xFF byte: a bug we do not copy
-                continue
-            out.append(c)
-        yield first, "".join(out), text[start:i]
+    for match in _LOGICAL.finditer(text):
+        raw = match.group()
+        if not raw:
+            break  # the empty match at the end of the text
+        body = match.group(1)
+        if "\\" in body:
+            # Every newline left in body was escaped (a continuation): it goes too.
+            body = _ESCAPE.sub(r"\1", body).replace("\n", "")
+        if "\0" in body:
+            body = body[:body.index("\0")]
+        yield lineno, body, raw
+        lineno += raw.count("\n")
+
+
+# A logical line: plain chars, escapes (a backslash and any char, a newline too: that is a
+# continuation; or a backslash at the very end), then its newline or the end of the text.
+_LOGICAL = re.compile(r"((?:[^\\\n]+|\\.|\\\Z)*)(?:\n|\Z)", re.DOTALL)
+_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
+
+
+def _odd_backslashes(text: str, end: int) -> bool:
+    """Whether an odd run of backslashes ends just before text[end] (it escapes that char).
+    A run always starts fresh: whatever precedes it was a plain or an escaped char."""
+    k = end
+    while k > 0 and text[k - 1] == "\\":
+        k -= 1
+    return (end - k) % 2 == 1
+
+
+def ends_open(raw: str) -> str:
+    """How the raw text of a file's last logical line ends: 'closed' (its newline ends it),
+    'unterminated' (no newline: appending one keeps its meaning), 'continued' (a final
+    backslash-newline: one more newline ends it, same meaning) or 'backslash' (a lone final
+    backslash: anything appended would change it, so new lines go before it)."""
+    if raw.endswith("\n"):
+        return "continued" if _odd_backslashes(raw, len(raw) - 1) else "closed"
+    return "backslash" if _odd_backslashes(raw, len(raw)) else "unterminated"
+
+
+_TOKEN = re.compile("[^ \t]+")
 
 
 class LineTokens:
@@ -157,17 +192,12 @@ class LineTokens:
         self.pos = 0
 
     def next(self) -> str | None:
-        line, i = self.line, self.pos
-        while i < len(line) and line[i] in " \t":
-            i += 1
-        if i >= len(line):
-            self.pos = i
+        match = _TOKEN.search(self.line, self.pos)
+        if match is None:
+            self.pos = len(self.line)
             return None
-        j = i
-        while j < len(line) and line[j] not in " \t":
-            j += 1
-        self.pos = j + 1  # strtok_r overwrites the one separator that ended the token
-        return line[i:j]
+        self.pos = match.end() + 1  # strtok_r overwrites the one separator that ended the token
+        return match.group()
 
     def rest(self) -> str | None:
         rest = self.line[self.pos:]
@@ -239,20 +269,25 @@ class ModprobeConfig:
         """
         config = cls(generation=generation if generation is not None else detect_generation(paths))
         for path in config_files(paths, config_paths, config.warnings, config.generation):
+            # Read inside root (a symlink to /etc/shadow is ROOT/etc/shadow), regular
+            # files only: a FIFO or device would block or never end.
             try:
-                with open(path, "rb") as f:
-                    text = f.read().decode("utf-8", "surrogateescape")
-            except OSError:
+                data = read_file(path)
+            except KmodError as exc:
+                config.warnings.append(f"{path}: skipped: {exc.msg}")
+                continue
+            if data is None:
                 continue  # libkmod skips files it cannot open, silently
+            text = data.decode("utf-8", "surrogateescape")
             config.files.append(path)
             config.parse(text, path)
         cmdline_path = paths.proc("cmdline")
         if cmdline is None:
             try:
-                with open(cmdline_path, "rb") as f:
-                    cmdline = f.read(KCMDLINE_MAX).decode("utf-8", "surrogateescape")
-            except OSError:
-                cmdline = ""
+                data = read_file(cmdline_path, limit=KCMDLINE_MAX)
+            except KmodError:
+                data = None
+            cmdline = (data or b"").decode("utf-8", "surrogateescape")
         config.parse_kcmdline(cmdline, Source(cmdline_path, 0))
         return config
 

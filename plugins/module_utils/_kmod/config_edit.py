@@ -10,12 +10,11 @@ out byte for byte as they went in.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import typing as t
 
-from .config import LineTokens, logical_lines
+from .config import ends_open, logical_lines
 from .errors import InvalidNameError, KmodError
 from .names import alias_normalize, validate_name
 
@@ -27,22 +26,28 @@ MODES = (BLACKLIST, DISABLE)
 FALSE_COMMAND = "/bin/false"
 # Install commands that only stop a module from loading (the usual "disable" idioms).
 _STOPPING_COMMANDS = frozenset(("false", "true"))
-# Characters a module name can never hold in a blacklist: path separators, glob
-# characters (install patterns would match more), escapes and comments.
-_BAD_NAME_CHARS = frozenset("/*?[]\\#")
+# What a module name in a line we write may hold: every module file name of the real
+# trees does. Anything else (blanks, newlines, '#', '\\', globs, '/', non-ASCII) could
+# change the line or match more than the one module, so it is refused.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 _BLANKS = re.compile("[ \t]+")
+_REST = re.compile("[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t](.*)", re.DOTALL)
 
 NEW_FILE_HEADER = "# Managed by kernel.kmod.kmod_blacklist: blacklisted and disabled kernel modules.\n"
+# The kinds of lines ensure/remove manage (options lines are edit_options' business).
+_ENTRY_KINDS = frozenset(("blacklist", "install", "softdep"))
+_KINDS = _ENTRY_KINDS | {"options"}
+_KIND_PREFIXES = tuple(_KINDS)
 
 
-def check_module_name(name: object) -> str:
-    """The name if it can stand in a ``blacklist``/``install`` line, else InvalidNameError."""
+def check_module_name(name: object, option: str = "name") -> str:
+    """The name if it can stand in a ``blacklist``/``install``/``options`` line, else InvalidNameError."""
     name = validate_name(name)
-    bad = sorted(set(name) & _BAD_NAME_CHARS)
-    if bad:
+    if not _MODULE_NAME.match(name):
         raise InvalidNameError(
-            f"Invalid module name {name!r}: it must not contain {' '.join(bad)}", name=name)
+            f"Invalid module name {name!r} in {option}: a module name written to a configuration file "
+            f"holds only ASCII letters, digits, '_' and '-'", name=name)
     return name
 
 
@@ -51,72 +56,90 @@ def module_key(name: str) -> str:
     return name.replace("-", "_")
 
 
-@dataclasses.dataclass
 class ConfLine:
-    """One logical line: its original text (all physical lines) and the words kmod sees."""
+    """One logical line: its original text (all physical lines) and the words kmod sees.
 
-    raw: str
-    words: list[str]
-    # Text after the single blank that ended the module name, as strtok_r(…, "\0") gives it.
-    rest: str = ""
+    Everything an edit asks about a line is computed once, here: editing a big file asks
+    the same questions of every line many times.
+    """
 
-    @property
-    def kind(self) -> str | None:
-        """'blacklist', 'install' or 'softdep' when kmod would take this line as one, else None."""
-        if not self.words:
-            return None
-        if self.words[0] == "blacklist" and len(self.words) >= 2:
-            return "blacklist"
-        if self.words[0] in ("install", "softdep") and self.rest:
-            return self.words[0]
-        return None
+    __slots__ = ("raw", "logical", "_words", "rest", "kind", "key", "stops_loading", "no_softdeps",
+                 "is_entry", "is_disable", "dead", "after")
 
-    @property
-    def key(self) -> str | None:
-        """Normalised module name of a blacklist/install/softdep line (None for others or bad names)."""
-        if self.kind is None:
-            return None
-        try:
-            return alias_normalize(self.words[1])
-        except ValueError:
-            return None  # kmod rejects the line ("ignoring bad line")
-
-    @property
-    def stops_loading(self) -> bool:
-        """An ``install`` line whose command only succeeds or fails without loading anything."""
-        if self.kind != "install":
-            return False
-        command = _shell_words(self.rest)
-        return len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
-
-    @property
-    def no_softdeps(self) -> bool:
-        """A ``softdep`` line that names no module (``softdep NAME pre:``).
-
-        libkmod never runs the install command of a module that has softdeps (its probe
-        list sets ``ignorecmd``), and it takes the first softdep line that matches, so this
-        line, sorted before ``modules.softdep``, lets ``install NAME /bin/false`` work.
-        """
-        if self.kind != "softdep":
-            return False
-        marker = False
-        for word in self.rest.split():
-            if word in ("pre:", "post:"):
-                marker = True
-            elif marker:
-                return False  # words before any pre:/post: are ignored by kmod
-        return True
+    def __init__(self, raw: str, logical: str, words: list[str] | None = None, rest: str = "",
+                 head: tuple[str, str] | None = None) -> None:
+        """words: None to split logical when asked; head: the first two words when the
+        caller found them (then words are split only when asked)."""
+        self.raw = raw
+        self.logical = logical  # "" for a comment
+        self._words = words
+        # Text after the single blank that ended the module name, as strtok_r(…, "\0") gives it.
+        self.rest = rest
+        self.dead = False  # dropped by an edit
+        self.after: list[ConfLine] | None = None  # new lines an edit puts right after this one
+        if head is None:
+            head = (words[0], words[1] if len(words) > 1 else "") if words else ("", "")
+        self.kind = kind = _kind(head, rest)
+        self.key = None
+        if kind is None:  # most lines of a big file: nothing more to learn
+            self.stops_loading = self.no_softdeps = self.is_entry = self.is_disable = False
+            return
+        self.key = _normalize(head[1])
+        command = _shell_words(rest) if self.kind == "install" else []
+        # An install line whose command only succeeds or fails without loading anything.
+        self.stops_loading = len(command) == 1 and os.path.basename(command[0]) in _STOPPING_COMMANDS
+        self.no_softdeps = self.kind == "softdep" and _names_no_module(rest)
+        # A line that blacklists or stops loading a module: what remove/exclusive drop.
+        self.is_entry = self.key is not None and self.kind in _ENTRY_KINDS and (
+            self.kind == "blacklist" or self.stops_loading or self.no_softdeps)
+        # install NAME /bin/false (or another false): every load fails.
+        self.is_disable = self.stops_loading and os.path.basename(command[0]) == "false"
 
     @property
-    def is_entry(self) -> bool:
-        """A line that blacklists or stops loading a module: what remove/exclusive drop."""
-        return self.key is not None and (self.kind == "blacklist" or self.stops_loading
-                                         or self.no_softdeps)
+    def words(self) -> list[str]:
+        """The words kmod splits the line into ([] for blank lines and comments)."""
+        if self._words is None:
+            self._words = [w for w in _BLANKS.split(self.logical) if w]
+        return self._words
 
-    @property
-    def is_disable(self) -> bool:
-        """``install NAME /bin/false`` (or another ``false``): every load fails."""
-        return self.stops_loading and os.path.basename(_shell_words(self.rest)[0]) == "false"
+    def __repr__(self) -> str:
+        return f"ConfLine({self.raw!r})"
+
+
+def _normalize(name: str) -> str | None:
+    if "[" not in name and "]" not in name:
+        return name.replace("-", "_")
+    try:
+        return alias_normalize(name)
+    except ValueError:
+        return None  # kmod rejects the line ("ignoring bad line")
+
+
+def _kind(head: tuple[str, str], rest: str) -> str | None:
+    """'blacklist', 'install', 'softdep' or 'options' when kmod would take the line as one
+    (head: its first two words, "" for none)."""
+    first, name = head
+    if first == "blacklist" and name:
+        return "blacklist"
+    if first in ("install", "softdep", "options") and name and rest:
+        return first
+    return None
+
+
+def _names_no_module(rest: str) -> bool:
+    """A ``softdep NAME`` rest that names no module (``softdep NAME pre:``).
+
+    libkmod never runs the install command of a module that has softdeps (its probe
+    list sets ``ignorecmd``), and it takes the first softdep line that matches, so this
+    line, sorted before ``modules.softdep``, lets ``install NAME /bin/false`` work.
+    """
+    marker = False
+    for word in rest.split():
+        if word in ("pre:", "post:"):
+            marker = True
+        elif marker:
+            return False  # words before any pre:/post: are ignored by kmod
+    return True
 
 
 def _shell_words(command: str) -> list[str]:
@@ -135,62 +158,207 @@ def parse_lines(text: str) -> list[ConfLine]:
 
 def _make_line(raw: str, logical: str) -> ConfLine:
     if not logical or logical[0] == "#":
-        return ConfLine(raw, [])
+        return ConfLine(raw, "", [])
+    if not logical.lstrip(" \t").startswith(_KIND_PREFIXES):
+        return ConfLine(raw, logical)  # words only when asked for: most lines of a big file
     words = [w for w in _BLANKS.split(logical) if w]
-    tokens = LineTokens(logical)
-    tokens.next()
-    tokens.next()
-    return ConfLine(raw, words, tokens.rest() or "")
+    if words[0] not in _KINDS:
+        return ConfLine(raw, logical, words)
+    # strtok_r(…, "\0") after two tokens: the text after the one blank that ends the second
+    match = _REST.match(logical)
+    return ConfLine(raw, logical, words, match.group(1) if match else "")
+
+
+# Without backslashes and NULs every physical line is a logical line: a line can be an
+# entry only if its first word is one of these (kmod splits words on blanks only).
+_ENTRY_LINE = re.compile(r"^[ \t]*(blacklist|install|softdep|options)[ \t]+([^ \t\n]*)(?:[ \t]([^\n]*))?\n?", re.M)
+_WORDS_LINE = re.compile(r"^(?!#)[ \t]*[^ \t\n]", re.M)
+
+
+def _parse_for_edit(text: str) -> list[ConfLine]:
+    """parse_lines, except that a run of lines no edit can touch is one ConfLine (its
+    words: one placeholder when some line of it has words, else none). Only for texts
+    without backslashes and NULs; others are parsed line by line."""
+    if "\\" in text or "\0" in text:
+        return parse_lines(text)
+    out: list[ConfLine] = []
+    pos = 0
+    for match in _ENTRY_LINE.finditer(text):
+        if match.start() > pos:
+            out.append(_chunk(text[pos:match.start()]))
+        raw = match.group()
+        first, name, rest = match.groups()
+        # rest: after the one blank that ends the name, as strtok_r(…, "\0") leaves it
+        out.append(ConfLine(raw, raw[:-1] if raw.endswith("\n") else raw, None, rest or "", (first, name)))
+        pos = match.end()
+    if pos < len(text):
+        out.append(_chunk(text[pos:]))
+    return out
+
+
+def _chunk(raw: str) -> ConfLine:
+    return ConfLine(raw, "", ["(lines)"] if _WORDS_LINE.search(raw) else [])
+
+
+def escape_line(text: str) -> str:
+    """Text as it must be written so that libkmod's line reader gives it back: a backslash
+    is doubled (a lone one would escape the next character or join the next line)."""
+    return text.replace("\\", "\\\\")
+
+
+class ConfText:
+    """The lines of one modprobe.d file, edited in place: lines are dropped or new lines
+    put after an existing one or at the end, each in constant time, and ``text()`` writes
+    the result so that no line the edit did not touch changes its meaning.
+
+    A new line is never glued to the one before it: when the file's last line has no
+    newline, or ends in a backslash-newline (it continues into the end of the file), one
+    newline ends it first, which keeps its meaning; when it ends in a lone backslash,
+    kmod 30 reads a 0xFF byte there and kmod 31+ nothing, and no appended text keeps
+    that, so new lines go before it.
+    """
+
+    def __init__(self, text: str | None, header: str = "") -> None:
+        """text is None when the file does not exist yet: a new file gets header first."""
+        self.lines = _parse_for_edit(text or "")
+        self.header = header if text is None else ""
+        self.tail: list[ConfLine] = []
+        last = self.lines[-1] if self.lines else None
+        # The last line when nothing can follow it (see above); it is kept last.
+        self.open_end = last if last is not None and ends_open(last.raw) == "backslash" else None
+
+    def drop(self, lines: t.Iterable[ConfLine]) -> None:
+        for line in lines:
+            line.dead = True
+
+    def add(self, raw: str, anchor: ConfLine | None = None) -> ConfLine:
+        """A new line (raw ends in a newline) after anchor, or at the end of the file."""
+        new = parse_lines(raw)[0]
+        if anchor is None or anchor is self.open_end:
+            if self.header and not self.tail:
+                self.tail.append(parse_lines(self.header)[0])
+            self.tail.append(new)
+        else:
+            if anchor.after is None:
+                anchor.after = []
+            anchor.after.append(new)
+        return new
+
+    def alive(self) -> t.Iterator[ConfLine]:
+        """Every line of the result, in file order."""
+        for line in self._walk():
+            if not line.dead:
+                yield line
+
+    def _walk(self) -> t.Iterator[ConfLine]:
+        for lines in (self.lines, self.tail):
+            for line in lines:
+                if line is self.open_end:
+                    continue
+                yield line
+                if line.after:
+                    yield from _followers(line)
+        if self.open_end is not None:
+            yield self.open_end
+
+    def text(self) -> str:
+        out: list[str] = []
+        last = self.lines[-1] if self.lines else None
+        # Only the file's last original line can end without closing itself.
+        last_open = last is not None and ends_open(last.raw) in ("unterminated", "continued")
+        pending = False
+        for line in self._walk():
+            if line.dead:
+                continue
+            if pending:
+                out.append("\n")
+                pending = False
+            out.append(line.raw)
+            if line is last:
+                pending = last_open
+        return "".join(out)
+
+
+def _followers(line: ConfLine) -> t.Iterator[ConfLine]:
+    """The new lines after line, each followed by its own, depth first (no recursion)."""
+    stack = [iter(line.after or ())]
+    while stack:
+        follower = next(stack[-1], None)
+        if follower is None:
+            stack.pop()
+            continue
+        yield follower
+        if follower.after:
+            stack.append(iter(follower.after))
 
 
 class ModprobeConfEditor:
-    """Ensure or remove blacklist/disable entries in the text of one modprobe.d file."""
+    """Ensure or remove blacklist/disable entries in the text of one modprobe.d file.
+
+    Lines are indexed by module once, so each name costs only its own lines.
+    """
 
     def __init__(self, text: str | None) -> None:
         """text is None when the file does not exist yet; a new file gets a header comment."""
-        self.created = text is None
-        self.lines = parse_lines(text or "")
+        self.conf = ConfText(text, NEW_FILE_HEADER)
+        self.lines = self.conf.lines
+        self.by_key: dict[str, list[ConfLine]] = {}
+        for line in self.lines:
+            if line.key is not None and line.kind in _ENTRY_KINDS:
+                self.by_key.setdefault(line.key, []).append(line)
 
     def text(self) -> str:
-        return "".join(line.raw for line in self.lines)
+        return self.conf.text()
+
+    def _keys(self, wanted: t.Callable[[ConfLine], bool]) -> list[str]:
+        return _unique(line.key for line in self.conf.alive() if line.key is not None
+                       and line.kind in _ENTRY_KINDS and wanted(line))
 
     def blacklisted(self) -> list[str]:
         """Normalised names with a ``blacklist`` line, in file order."""
-        return _unique(line.key for line in self.lines if line.kind == "blacklist" and line.key)
+        return self._keys(lambda line: line.kind == "blacklist")
 
     def disabled(self) -> list[str]:
         """Normalised names with an ``install NAME /bin/false``-style line, in file order."""
-        return _unique(line.key for line in self.lines if line.is_disable and line.key)
+        return self._keys(lambda line: line.is_disable)
 
     def managed(self) -> list[str]:
         """Normalised names with any line this editor adds or removes, in file order."""
-        return _unique(line.key for line in self.lines if line.is_entry and line.key)
+        return self._keys(lambda line: line.is_entry)
+
+    def _lines(self, key: str) -> list[ConfLine]:
+        return [line for line in self.by_key.get(key, ()) if not line.dead]
+
+    def _trusted(self, line: ConfLine) -> bool:
+        # kmod 30 and 31 read a line ending in a lone backslash differently: it does not
+        # count as an entry we can rely on (remove still drops it).
+        return line is not self.conf.open_end
 
     def ensure(self, name: str, mode: str) -> None:
         """The file blacklists name; with mode 'disable' it also makes every load fail.
 
         'disable' adds ``install NAME /bin/false`` and ``softdep NAME pre:`` (see
-        ``no_softdeps``) and drops other install and softdep lines for the name: libkmod takes
-        the first line that matches, so any of them could shadow ours. With 'blacklist',
-        those disable lines are dropped, so switching modes works.
+        ``_names_no_module``) and drops other install and softdep lines for the name:
+        libkmod takes the first line that matches, so any of them could shadow ours. With
+        'blacklist', those disable lines are dropped, so switching modes works.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         key = module_key(check_module_name(name))
-        if not any(line.kind == "blacklist" and line.key == key for line in self.lines):
+        if not any(line.kind == "blacklist" and self._trusted(line) for line in self._lines(key)):
             self._add(key, f"blacklist {name}\n")
         if mode == DISABLE:
             self._ensure_one(key, "install", f"install {name} {FALSE_COMMAND}\n")
             self._ensure_one(key, "softdep", f"softdep {name} pre:\n")
         else:
-            self._drop(line for line in self.lines if line.key == key and line.is_entry
-                       and line.kind != "blacklist")
+            self.conf.drop([line for line in self._lines(key) if line.is_entry and line.kind != "blacklist"])
 
     def _ensure_one(self, key: str, kind: str, raw: str) -> None:
         """Exactly one disabling line of this kind for the module: an existing one or raw."""
-        lines = [line for line in self.lines if line.kind == kind and line.key == key]
-        keep = next((line for line in lines if line.is_disable or line.no_softdeps), None)
-        self._drop(line for line in lines if line is not keep)
+        lines = [line for line in self._lines(key) if line.kind == kind]
+        keep = next((line for line in lines if (line.is_disable or line.no_softdeps) and self._trusted(line)),
+                    None)
+        self.conf.drop(line for line in lines if line is not keep)
         if keep is None:
             self._add(key, raw)
 
@@ -198,31 +366,20 @@ class ModprobeConfEditor:
         """No blacklist, load-stopping install or empty softdep line for name is left;
         custom install commands and real softdeps are not ours to judge and stay."""
         key = module_key(check_module_name(name))
-        self._drop(line for line in self.lines if line.is_entry and line.key == key)
+        self.conf.drop([line for line in self._lines(key) if line.is_entry])
 
     def keep_only(self, names: t.Iterable[str]) -> None:
         """Remove the entries of every module not in names."""
         keys = {module_key(check_module_name(n)) for n in names}
-        self._drop(line for line in self.lines if line.is_entry and line.key not in keys)
-
-    def _drop(self, lines: t.Iterable[ConfLine]) -> None:
-        gone = {id(line) for line in lines}
-        self.lines = [line for line in self.lines if id(line) not in gone]
+        for key, lines in self.by_key.items():
+            if key not in keys:
+                self.conf.drop(line for line in lines if line.is_entry)
 
     def _add(self, key: str, raw: str) -> None:
         """Put a new line after the last entry for the same module, else at the end."""
-        if self.created:
-            self.lines.append(ConfLine(NEW_FILE_HEADER, []))
-            self.created = False
-        if self.lines and not self.lines[-1].raw.endswith("\n"):
-            last = self.lines[-1]
-            self.lines[-1] = dataclasses.replace(last, raw=last.raw + "\n")
-        new = parse_lines(raw)[0]
-        at = len(self.lines)
-        for index, line in enumerate(self.lines):
-            if line.key == key:
-                at = index + 1
-        self.lines.insert(at, new)
+        lines = self.by_key.setdefault(key, [])
+        anchor = next((line for line in reversed(lines) if self._trusted(line)), None)
+        lines.append(self.conf.add(raw, anchor))
 
 
 def _unique(items: t.Iterable[str]) -> list[str]:
@@ -248,3 +405,23 @@ def edit_blacklist(text: str | None, names: t.Sequence[str], state: str, mode: s
         else:
             editor.remove(name)
     return editor.text()
+
+
+def edit_options(text: str | None, module: str, options: str | None, header: str = "") -> str | None:
+    """The new text of a module's own modprobe.d file: its ``options MODULE`` lines replaced
+    by one with options (escaped for libkmod's reader), or all removed when options is
+    None; None when nothing but comments would be left. The first such line is replaced
+    in place; other lines keep their bytes and meaning."""
+    key = module_key(check_module_name(module))
+    conf = ConfText(text, header)
+    ours = [line for line in conf.lines if line.kind == "options" and line.key == key]
+    wanted = f"options {module} {escape_line(options)}\n" if options else None
+    if wanted and len(ours) == 1 and ours[0].raw == wanted:
+        return text
+    conf.drop(ours)
+    if wanted:
+        conf.add(wanted, ours[0] if ours else None)
+        return conf.text()
+    if not any(line.words for line in conf.alive()):
+        return None
+    return conf.text()

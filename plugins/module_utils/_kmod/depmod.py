@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import errno
 import functools
 import hashlib
 import itertools
@@ -21,11 +22,12 @@ import marshal
 import multiprocessing
 import os
 import re
+import stat
 import sys
 import typing as t
 
 from . import atomic
-from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
+from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig, file_kind
 from .elf import parse_module
 from .errors import DependencyCycleError, KmodError
 from .file import read_module_bytes
@@ -33,6 +35,8 @@ from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
 from .index_writer import IndexBuilder
 from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
+from .lock import locked_dir, remove_stale_temps
+from .paths import PathError, open_file, resolve_host
 
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
@@ -166,13 +170,13 @@ class Depmod:
         self.cache_file = cache_file
         self.extensions = extensions
         self.warnings: list[str] = []
+        self._inputs_read: dict[str, bytes | None] = {}
 
     # -- discovery -------------------------------------------------------------------
 
     def find_modules(self, cfg: DepmodConfig) -> dict[str, Module]:
         """Walk the module directory, then each external one, resolving duplicate names."""
-        if not os.path.isdir(self.dirname):
-            raise KmodError(f"Module directory {self.dirname} does not exist", path=self.dirname)
+        _check_moddir(self.dirname)
         by_name: dict[str, Module] = {}
         by_uncrelpath: dict[str, Module] = {}
         skip = {"build", "source", *cfg.excludes}
@@ -203,10 +207,17 @@ class Depmod:
                 stack.pop().close()
             elif entry.name in skip:
                 continue
-            elif entry.is_dir():
-                enter(entry.path)
-            elif entry.is_file() and entry.name.endswith(self.extensions):
-                self._add(entry.path, cfg, by_name, by_uncrelpath)
+            else:
+                try:
+                    is_dir = entry.is_dir()
+                    is_module = not is_dir and entry.is_file() and entry.name.endswith(self.extensions)
+                except OSError as exc:  # e.g. a symlink loop: depmod reports it and goes on
+                    self.warnings.append(f"cannot stat {entry.path}: {_reason(exc)}")
+                    continue
+                if is_dir:
+                    enter(entry.path)
+                elif is_module:
+                    self._add(entry.path, cfg, by_name, by_uncrelpath)
 
     def _add(self, path: str, cfg: DepmodConfig, by_name: dict[str, Module],
              by_uncrelpath: dict[str, Module]) -> None:
@@ -270,12 +281,9 @@ class Depmod:
     def order(self, by_name: dict[str, Module]) -> list[Module]:
         """Hash-table order, then stable-sorted by modules.order (depmod_modules_sort)."""
         mods = [by_name[os.fsdecode(k)] for k in iteration_order(map(os.fsencode, by_name), 512)]
-        try:
-            with open(os.path.join(self.dirname, "modules.order"), "rb") as f:
-                lines = f.read().split(b"\n")
-        except OSError:
-            lines = None
-        if lines is not None:
+        data = self._input(os.path.join(self.dirname, "modules.order"))
+        if data is not None:
+            lines = data.split(b"\n")
             if lines[-1]:
                 self.warnings.append(f"{self.dirname}/modules.order:{len(lines)} corrupted line misses '\\n'")
             else:
@@ -347,13 +355,16 @@ class Depmod:
                    if p in result.stat_keys and r[0] is None}
         data = marshal.dumps({"format": _cache_format(), "moddir": self.dirname, "modules": modules,
                               "summary": summary})
+        cache_dir = os.path.dirname(self.cache_file)
         try:
-            os.makedirs(os.path.dirname(self.cache_file), mode=0o700, exist_ok=True)
-            if os.path.exists(self.cache_file) and not _trusted(os.stat(self.cache_file)):
-                atomic.remove_if_exists(self.cache_file)
-            atomic.write_if_changed(self.cache_file, data, 0o600)
-            _prune_cache_dir(os.path.dirname(self.cache_file), keep=self.cache_file)
-        except (OSError, KmodError) as exc:  # a cache that cannot be written only costs time
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            with locked_dir(cache_dir) as locked:
+                remove_stale_temps(cache_dir, locked, self.warnings)
+                if os.path.lexists(self.cache_file) and not _trusted(os.lstat(self.cache_file)):
+                    atomic.remove_if_exists(self.cache_file)
+                atomic.write_if_changed(self.cache_file, data, 0o600)
+                _prune_cache_dir(cache_dir, keep=self.cache_file)
+        except (OSError, ValueError, KmodError) as exc:  # a cache that cannot be written only costs time
             self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
 
     def up_to_date(self) -> DepmodSummary | None:
@@ -363,7 +374,7 @@ class Depmod:
         if not summary or summary["fingerprint"] != self._inputs[3]:
             return None
         for name, digest in summary["digests"].items():
-            data = atomic.read_bytes(os.path.join(self.dirname, name))
+            data = read_output(os.path.join(self.dirname, name))
             if data is None or hashlib.sha256(data).hexdigest() != digest:
                 return None
         return DepmodSummary(summary["module_count"], summary["warnings"], summary["unresolved"])
@@ -372,6 +383,8 @@ class Depmod:
     def _inputs(self) -> tuple[DepmodConfig, dict[str, Module], dict[str, StatKey], str]:
         """Configuration, the modules found, their stat keys, and a fingerprint of
         everything depmod's output depends on."""
+        _check_moddir(self.dirname)
+        check_outputs(self.dirname)  # before anything reads them (up_to_date does)
         cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
         self.warnings.extend(cfg.warnings)
         by_name = self.find_modules(cfg)
@@ -387,9 +400,16 @@ class Depmod:
         digest = hashlib.sha256(marshal.dumps((
             _cache_format(), self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
             self.symvers, self.system_map, self.generation.version, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
-            [(p, atomic.read_bytes(p)) for p in aux], list(self.warnings),
+            [(p, self._input(p)) for p in aux], list(self.warnings),
         )))
         return cfg, by_name, keys, digest.hexdigest()
+
+    def _input(self, path: str) -> bytes | None:
+        """An auxiliary input (modules.order, System.map, ...), read once per run."""
+        if path not in self._inputs_read:
+            label = {self.symvers: "symvers", self.system_map: "system_map"}.get(path, "")
+            self._inputs_read[path] = read_input(path, label)
+        return self._inputs_read[path]
 
     # -- symbols and dependencies ------------------------------------------------------
 
@@ -397,10 +417,10 @@ class Depmod:
         """Symbols of vmlinux from Module.symvers (preferred, like depmod) or System.map."""
         symbols: dict[bytes, tuple[Module | None, int]] = {}
         if self.symvers:
-            for crc, name in _read_symvers(self.symvers, self.warnings):
+            for crc, name in _read_symvers(self.symvers, self.warnings, self._input(self.symvers)):
                 symbols[name] = (None, crc)
         elif self.system_map:
-            for name in _read_system_map(self.system_map, self.warnings):
+            for name in _read_system_map(self.system_map, self.warnings, self._input(self.system_map)):
                 symbols[name] = (None, 0)
             if not symbols:  # e.g. Debian's placeholder: every kernel symbol would look unresolved
                 raise KmodError(f"System.map {self.system_map} lists no exported (__ksymtab_) symbols",
@@ -574,12 +594,114 @@ def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmo
 
 def stale_files(moddir: str, files: dict[str, bytes]) -> list[str]:
     """The output files whose bytes on disk differ (or which are missing)."""
-    return [name for name, data in files.items() if atomic.read_bytes(os.path.join(moddir, name)) != data]
+    return [name for name, data in files.items() if read_output(os.path.join(moddir, name)) != data]
 
 
 def write_indexes(moddir: str, files: dict[str, bytes]) -> list[str]:
     """Atomically replace each file whose bytes differ; returns the names written."""
-    return [name for name in files if atomic.write_if_changed(os.path.join(moddir, name), files[name], 0o644)]
+    return publish(moddir, files).written
+
+
+@dataclasses.dataclass
+class Published:
+    written: list[str]  # output files replaced
+    removed: list[str]  # temporary files of killed runs removed
+    warnings: list[str]
+
+
+def publish(moddir: str, files: dict[str, bytes]) -> Published:
+    """Write the files whose bytes differ, each atomically, holding the directory's lock;
+    first remove what killed runs left (see remove_stale_temps)."""
+    for name in files:
+        check_output(os.path.join(moddir, name))
+    warnings: list[str] = []
+    with locked_dir(moddir) as locked:
+        removed = remove_stale_temps(moddir, locked, warnings)
+        written = [name for name in files if atomic.write_if_changed(os.path.join(moddir, name), files[name], 0o644)]
+    return Published(written, removed, warnings)
+
+
+def _check_moddir(moddir: str) -> None:
+    try:
+        st = os.stat(moddir)
+    except FileNotFoundError:
+        raise KmodError(f"Module directory {moddir} does not exist", path=moddir) from None
+    except (OSError, ValueError) as exc:
+        raise KmodError(f"Module directory {moddir!r} cannot be used: {_reason(exc)}", path=moddir) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise KmodError(f"Module directory {moddir} is {file_kind(st.st_mode)}, not a directory", path=moddir)
+
+
+def check_output(path: str) -> None:
+    """An index file we are to replace must be a regular file or absent. A directory cannot
+    be replaced; a symlink (even one into the tree) or a FIFO is refused rather than read
+    through (a FIFO would block forever) or silently replaced: say so, naming it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise KmodError(f"Index file {path!r} cannot be used: {_reason(exc)}", path=path) from exc
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = file_kind(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                kind = "a symlink loop"
+    raise KmodError(f"Index file {path} is {kind}, not a regular file: kmod_depmod will not replace it; "
+                    "remove it and run again", path=path)
+
+
+def check_outputs(moddir: str, names: t.Iterable[str] = OUTPUT_FILES) -> None:
+    """check_output for every index file."""
+    for name in names:
+        check_output(os.path.join(moddir, name))
+
+
+def read_output(path: str) -> bytes | None:
+    """An index file's bytes (None if absent), once check_output allows it."""
+    check_output(path)
+    return read_input(path)
+
+
+def read_input(path: str, option: str = "") -> bytes | None:
+    """The bytes of an input file; None if it does not exist (or is a dangling symlink).
+    Anything else that is not a regular file (a directory, a symlink loop, a FIFO, a
+    device) is a KmodError naming it (and option, the module option that named it); a
+    FIFO or device is never opened."""
+    what = f"{path} (option {option})" if option else path
+    try:
+        st = os.stat(resolve_host(path))
+    except PathError as exc:  # a NUL byte, a symlink loop: say which option named the file
+        raise KmodError(f"Cannot read {what}: {exc.msg}", path=path) from exc
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise KmodError(f"Cannot read {what}: {_reason(exc)}", path=path) from exc
+    try:
+        if not stat.S_ISREG(st.st_mode):
+            raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even on a FIFO; confined to root
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise KmodError(f"Cannot read {what}: {_reason(exc)}", path=path) from exc
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop (too many levels of symbolic links)"
+        return exc.strerror or str(exc)
+    return str(exc)  # ValueError: e.g. "embedded null byte"
 
 
 # -- output builders (depmod_output's callbacks) --------------------------------------
@@ -663,15 +785,9 @@ def _fgets_lines(data: bytes) -> list[bytes]:
     return [line + b"\n" for line in lines] + ([last] if last else [])
 
 
-def _read_optional(path: str, warnings: list[str]) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        warnings.append(f"could not open {path}: {exc.strerror}")
-        return None
+def _read_optional(path: str, warnings: list[str]) -> bytes | None:  # pylint: disable=unused-argument
+    """An optional input in the module directory: None if missing; KmodError if unusable."""
+    return read_input(path)
 
 
 def _builtin_index(dirname: str, warnings: list[str], preorder: bool) -> bytes:
@@ -766,9 +882,9 @@ def _devnames(mods: list[Module], warnings: list[str]) -> bytes:
     return b"".join(text)
 
 
-def _read_symvers(path: str, warnings: list[str]) -> list[tuple[int, bytes]]:
+def _read_symvers(path: str, warnings: list[str], data: bytes | None = None) -> list[tuple[int, bytes]]:
     """Module.symvers lines "crc<TAB>symbol<TAB>vmlinux<TAB>..." (depmod_load_symvers)."""
-    data = _read_config_file(path, "Module.symvers")
+    data = _read_config_file(path, "Module.symvers", data)
     out = []
     for lineno, line in enumerate(_fgets_lines(data), 1):
         tokens = [tok for tok in re.split(rb"[ \t]", line) if tok]
@@ -781,9 +897,9 @@ def _read_symvers(path: str, warnings: list[str]) -> list[tuple[int, bytes]]:
     return out
 
 
-def _read_system_map(path: str, warnings: list[str]) -> list[bytes]:
+def _read_system_map(path: str, warnings: list[str], data: bytes | None = None) -> list[bytes]:
     """System.map lines "addr type __ksymtab_NAME" (depmod_load_system_map)."""
-    data = _read_config_file(path, "System.map")
+    data = _read_config_file(path, "System.map", data)
     out = []
     for lineno, line in enumerate(_fgets_lines(data), 1):
         parts = line.rstrip(b"\n").split(b" ", 2)
@@ -795,12 +911,15 @@ def _read_system_map(path: str, warnings: list[str]) -> list[bytes]:
     return out
 
 
-def _read_config_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise KmodError(f"could not load {what} {path}: {exc.strerror}", path=path) from exc
+def _read_config_file(path: str, what: str, data: bytes | None = None) -> bytes:
+    """The file of option system_map/symvers (data: already read); it must exist."""
+    option = "symvers" if what == "Module.symvers" else "system_map"
+    if data is None:
+        data = read_input(path, option)
+    if data is None:
+        raise KmodError(f"could not load {what} {path} (option {option}): No such file or directory",
+                        path=path, option=option)
+    return data
 
 
 def _describe_cycles(stuck: list[Module]) -> str:

@@ -12,6 +12,8 @@ import os
 import re
 import stat
 
+from .paths import PathError, open_file, resolve_host
+
 BUILTIN = "built-in"
 EXTERNAL = "external"
 
@@ -30,13 +32,10 @@ class DepmodConfig:
         """Read every *.conf of config_paths (dirs or files), merged by basename; earlier paths win."""
         cfg = cls()
         for path in config_files(config_paths):
-            cfg.files.append(path)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                cfg.warnings.append(f"{path}: cannot read: {exc.strerror}")
+            data = _read_regular(path, cfg.warnings)
+            if data is None:
                 continue
+            cfg.files.append(path)
             for lineno, line in read_wrapped_lines(data):
                 cfg._parse_line(path, lineno, line, kernel_release)
         if not cfg.searches:  # depmod's backward compatible default
@@ -64,6 +63,41 @@ class DepmodConfig:
             self.warnings.append(f"{path}:{lineno}: command {cmd} not implemented yet")
         else:
             self.warnings.append(f"{path}:{lineno}: ignoring bad line starting with '{cmd}'")
+
+
+def _read_regular(path: str, warnings: list[str]) -> bytes | None:
+    """A configuration file's bytes; None, with a warning, for what cannot be read or is not
+    a regular file (a FIFO would block depmod forever, a device could act on open)."""
+    try:
+        st = os.stat(resolve_host(path))
+        if not stat.S_ISREG(st.st_mode):
+            warnings.append(f"{path}: not a regular file ({file_kind(st.st_mode)}), skipped")
+            return None
+        # O_NONBLOCK: should it have become a FIFO since, open must not wait for a writer
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # confined to root
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                warnings.append(f"{path}: not a regular file ({file_kind(st.st_mode)}), skipped")
+                return None
+            return f.read()
+    except OSError as exc:
+        warnings.append(f"{path}: cannot read: {exc.strerror}")
+    except PathError as exc:  # a symlink loop, a NUL byte (from the confined resolution)
+        warnings.append(f"{path}: cannot read: {exc.msg}")
+    except ValueError as exc:  # a NUL byte in the path
+        warnings.append(f"{path!r}: cannot read: {exc}")
+    return None
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def kernel_matches(pattern: str, kernel_release: str) -> bool:

@@ -32,6 +32,10 @@ STT_REGISTER = 13  # SPARC only: "undefined" global register symbols are not dep
 _CRC_PREFIX = b"__crc_"
 _CRC_RE = re.compile(re.escape(_CRC_PREFIX))
 _EI_NIDENT = 16
+# Longest section or symbol name read: the kernel's own names stay below KSYM_NAME_LEN (512).
+# Without a bound, many symbols pointing into one long unterminated run would cost
+# (symbols x run length) to read; a longer name is a corrupt module.
+MAX_NAME = 4096
 # ELFCLASS32 / ELFCLASS64 -> (Ehdr size, Shdr struct, Sym struct, pointer size). The Sym
 # structs keep only (st_name, st_info, st_shndx, st_value), in that order.
 _LAYOUT = {
@@ -92,6 +96,10 @@ class ModuleElf:
             raise self._error(f"bad ELF header: {exc}") from exc
         self.machine: str = header["e_machine"]
         self._shoff = header["e_shoff"]
+        self._cstrs: dict[int, bytes] = {}
+        # Distinct names may overlap (the linker shares suffixes), but never by more than a
+        # small multiple of the file: past that the tables are crafted to make us copy.
+        self._cstr_budget = 4 * len(data) + (1 << 20)
         self._read_sections(header["e_shnum"], header["e_shentsize"], header["e_shstrndx"])
         self.modinfo = self._strings(".modinfo")
         self._symcache: list[tuple[int, int, int, int]] | bool | None = None
@@ -111,8 +119,6 @@ class ModuleElf:
         names_off, names_size = raw[shstrndx][4:6]
         if names_off + names_size > len(data) or names_size == 0 or data[names_off + names_size - 1] != 0:
             raise self._error("section name table is not NUL-terminated")
-        names = data[names_off:names_off + names_size]
-        find = names.find
         size = len(data)
         by_name: dict[bytes, int] = {}
         for i in range(1, shnum):
@@ -120,14 +126,32 @@ class ModuleElf:
             # libkmod ignores sections that do not fit in the file or whose name is out of range
             if offset + sec_size > size or name_off >= names_size:
                 continue
-            by_name.setdefault(names[name_off:find(b"\0", name_off)], i)  # first match wins
+            by_name.setdefault(self._cstr(names_off + name_off), i)  # first match wins
         self._raw_sections = raw
-        self._names = names
+        self._names_off = names_off
+        self._names_size = names_size
         self._by_name = by_name
+
+    def _cstr(self, offset: int) -> bytes:
+        """The NUL-terminated string at a file offset (to the end of the file without a NUL),
+        at most MAX_NAME bytes; each distinct offset is read once."""
+        got = self._cstrs.get(offset)
+        if got is None:
+            data = self.data
+            end = data.find(b"\0", offset, offset + MAX_NAME + 1)
+            if end < 0:
+                if offset + MAX_NAME < len(data):
+                    raise self._error(f"name at offset {offset} is longer than {MAX_NAME} bytes")
+                end = len(data)
+            got = self._cstrs[offset] = data[offset:end]
+            self._cstr_budget -= len(got) + 1
+            if self._cstr_budget < 0:
+                raise self._error("its string tables overlap far beyond what a linker writes")
+        return got
 
     def _section_at(self, index: int) -> Section:
         name_off, stype, flags, _addr, offset, size = self._raw_sections[index][:6]
-        return Section(index, _text(_cstr(self._names, name_off)), stype, flags, offset, size,
+        return Section(index, _text(self._cstr(self._names_off + name_off)), stype, flags, offset, size,
                        self._shoff + index * self._shdr.size)
 
     @property
@@ -136,7 +160,7 @@ class ModuleElf:
         size = len(self.data)
         return [self._section_at(i) for i in range(1, len(self._raw_sections))
                 if self._raw_sections[i][4] + self._raw_sections[i][5] <= size
-                and self._raw_sections[i][0] < len(self._names)]
+                and self._raw_sections[i][0] < self._names_size]
 
     def section(self, name: str) -> Section | None:
         """The first section with that name (libkmod's rule), or None."""
@@ -219,7 +243,7 @@ class ModuleElf:
             if max(map(operator.itemgetter(0), syms)) < size:
                 # offsets in .strtab where a name starting with __crc_ can begin
                 crc_names = {m.start() for m in _CRC_RE.finditer(data, base, base + size)}
-                out = [(_cstr(data, name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
+                out = [(self._cstr(name_off + len(_CRC_PREFIX)), self._resolve_crc(value, shndx))
                        for name_off, value, shndx in ((base + n, v, x) for n, _info, x, v in syms)
                        if name_off in crc_names] if crc_names else []
                 if out:
@@ -274,17 +298,13 @@ class ModuleElf:
         if syms is None:
             return []
         base, size = self._span(b".strtab")
-        data = self.data
         undef = [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]
         if self.machine in ("EM_SPARC", "EM_SPARCV9"):
             undef = [(n, i) for n, i in undef if i & 0xF != STT_REGISTER]
         if undef and max(undef)[0] >= size:
             return []  # libkmod gives up on the whole list (-EINVAL)
-        if size > 0 and data[base + size - 1] == 0:  # every name ends inside .strtab
-            find = data.find
-            names = [data[base + n:find(b"\0", base + n)] for n, _info in undef]
-        else:
-            names = [_cstr(data, base + n) for n, _info in undef]
+        cstr = self._cstr
+        names = [cstr(base + n) for n, _info in undef]
         versions = self._versions_raw()
         first_index: dict[bytes, int] = {}
         for i, (name, _crc) in enumerate(versions):

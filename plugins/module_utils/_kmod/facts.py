@@ -11,6 +11,7 @@ import dataclasses
 import os
 import typing as t
 
+from .atomic import read_file
 from .config import ModprobeConfig, Source
 from .elf import parse_module
 from .errors import KmodError, ModuleLookupError
@@ -18,7 +19,7 @@ from .file import read_module_bytes
 from .kstate import KernelState, LoadedModule
 from .modinfo import ModinfoReader, format_modinfo
 from .names import modname_normalize, validate_name
-from .paths import KmodPaths
+from .paths import KmodPaths, resolve_host
 from .resolver import ModuleDB
 
 SUBSETS = ("loaded", "builtin", "config", "boot", "modinfo")
@@ -62,6 +63,7 @@ class FactsGatherer:
         self._config: ModprobeConfig | None = None
         self._db: ModuleDB | None = None
         self._module_names: list[str] | None = None
+        self.warnings: list[str] = []
 
     @property
     def config(self) -> ModprobeConfig:
@@ -78,7 +80,7 @@ class FactsGatherer:
 
     def gather(self, subsets: set[str], modinfo_names: t.Sequence[str] = ()) -> tuple[dict[str, t.Any], list[str]]:
         """(facts, warnings)."""
-        warnings: list[str] = []
+        warnings = self.warnings
         facts = self.kernel()
         facts["gathered_subsets"] = sorted(subsets)
         if "loaded" in subsets:
@@ -192,13 +194,20 @@ class FactsGatherer:
         entries = self._cmdline_modules_load()
         seen_files: set[str] = set()
         for path in self._modules_load_files():
-            seen_files.add(os.path.realpath(path))
+            seen_files.add(self._real(path))
             entries += self._read_list(path, with_args=False)
-        debian = self.paths.under(DEBIAN_MODULES_FILE)
+        debian = self.paths.under(DEBIAN_MODULES_FILE, follow=False)
         # Debian links /etc/modules-load.d/modules.conf to /etc/modules: read it once.
-        if os.path.isfile(debian) and os.path.realpath(debian) not in seen_files:
+        if self._real(debian) not in seen_files:
             entries += self._read_list(debian, with_args=True)
         return entries
+
+    def _real(self, path: str) -> str:
+        # Where a symlink leads, inside root (never the host's files).
+        try:
+            return os.path.realpath(path) if not self.paths.confined else resolve_host(path)
+        except KmodError:
+            return path
 
     def _modules_load_files(self) -> list[str]:
         by_name: dict[str, str] = {}
@@ -212,13 +221,17 @@ class FactsGatherer:
                     by_name[name] = os.path.join(directory, name)
         return [by_name[n] for n in sorted(by_name)]
 
-    @staticmethod
-    def _read_list(path: str, with_args: bool) -> list[dict[str, t.Any]]:
+    def _read_list(self, path: str, with_args: bool) -> list[dict[str, t.Any]]:
+        # Like systemd-modules-load, a file that cannot be read (a FIFO, a directory, a
+        # symlink loop) is reported and skipped; nothing may block.
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                lines = f.read().splitlines()
-        except OSError as exc:
-            raise KmodError(f"Cannot read {path}: {exc.strerror}", path=path) from exc
+            data = read_file(path)
+        except KmodError as exc:
+            self.warnings.append(f"{path}: skipped: {exc.msg}")
+            return []
+        if data is None:
+            return []
+        lines = data.decode("utf-8", "surrogateescape").splitlines()
         entries = []
         for lineno, line in enumerate(lines, 1):
             line = line.strip()

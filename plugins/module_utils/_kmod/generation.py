@@ -35,6 +35,7 @@ import re
 import struct
 import typing as t
 
+from .atomic import read_file
 from .errors import KmodError
 
 if t.TYPE_CHECKING:
@@ -168,12 +169,19 @@ def _dpkg_stanza(data: bytes, package: str) -> bytes | None:
     return data[pos:] if end < 0 else data[pos:end]
 
 
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """Up to limit bytes of a regular file inside root; None for anything else (a FIFO
+    must not block, a missing or odd file just gives no evidence)."""
+    try:
+        return read_file(path, limit, missing_ok_notdir=True)
+    except KmodError:
+        return None
+
+
 def _from_dpkg(paths: KmodPaths) -> KmodGeneration | None:
     status = paths.under("var/lib/dpkg/status")
-    try:
-        with open(status, "rb") as f:
-            data = f.read(_DPKG_STATUS_MAX)
-    except OSError:
+    data = _read_regular(status, _DPKG_STATUS_MAX)
+    if data is None:
         return None
     for name in _DPKG_PACKAGES:
         stanza = _dpkg_stanza(data, name)
@@ -241,10 +249,8 @@ def index_is_preorder(data: bytes) -> bool | None:
 
 def _from_index(paths: KmodPaths) -> KmodGeneration | None:
     dep_bin = paths.module_index("modules.dep.bin")
-    try:
-        with open(dep_bin, "rb") as f:
-            head = f.read(13)
-    except OSError:
+    head = _read_regular(dep_bin, 13)
+    if head is None:
         return None
     preorder = index_is_preorder(head)
     if preorder is None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 import typing as t
 
 from .errors import IndexFormatError
 from .names import alias_normalize, fnmatch, modname_from_path
+from .paths import open_file
 
 INDEX_MAGIC = 0xB007F457
 INDEX_VERSION_MAJOR = 2
@@ -20,11 +22,18 @@ _NODE_VALUES = 0x40000000
 _NODE_CHILDS = 0x20000000
 _NODE_MASK = 0x0FFFFFFF
 _WILDCARDS = (ord("*"), ord("?"), ord("["))
+_HEADER_SIZE = 12
+# depmod never writes a key of PATH_MAX bytes or more (its alias_normalize and libkmod's
+# lookups use PATH_MAX buffers): a longer key, or a deeper path (each level adds a byte),
+# is corruption. Real indexes stay below 100 bytes and 25 levels.
+MAX_KEY = 4096
+MAX_DEPTH = MAX_KEY + 1  # the root, then a node per byte at most
 
 _u32 = struct.Struct(">I")
 
 
 class _Node(t.NamedTuple):
+    ident: t.Any  # what makes the node itself (file offset / object id): a walk meets it once
     prefix: bytes
     first: int
     last: int
@@ -80,11 +89,14 @@ class _Trie:
         k = _encode(key)
         out: list[tuple[int, bytes]] = []
         node = self._root()
+        # In a tree the wildcard subtrees hung off the path of key are disjoint, so one
+        # walk meets each node once, until the path itself enters a wildcard child.
+        seen: set[t.Any] = set()
         i = 0
         while node is not None:
             for j, ch in enumerate(node.prefix):
                 if ch in _WILDCARDS:
-                    self._wild_all(node, j, bytearray(), k[i + j:], out)
+                    self._wild_all(node, j, bytearray(), k[i + j:], out, seen)
                     return out
                 if i + j >= len(k) or ch != k[i + j]:
                     return out
@@ -92,46 +104,84 @@ class _Trie:
             for wc in _WILDCARDS:
                 child = self._child(node, wc)
                 if child is not None:
-                    self._wild_all(child, 0, bytearray((wc,)), k[i:], out)
+                    self._wild_all(child, 0, bytearray((wc,)), k[i:], out, seen)
             if i == len(k):
                 for prio, value in node.values:
                     _add_value(out, prio, value)
                 return out
+            if k[i] in _WILDCARDS:
+                seen = set()
             node = self._child(node, k[i])
             i += 1
         return out
 
-    def _wild_all(self, node: _Node, j: int, buf: bytearray, subkey: bytes,
-                  out: list[tuple[int, bytes]]) -> None:
-        pushed = len(node.prefix) - j
-        buf += node.prefix[j:]
-        for ch in range(node.first, node.last + 1):
-            child = self._resolve(node.children[ch - node.first])
+    def _wild_all(self, top: _Node, j: int, buf: bytearray, subkey: bytes,
+                  out: list[tuple[int, bytes]], seen: set[t.Any]) -> None:
+        """index_mm_searchwild_all: every value below top whose key matches subkey (post-order)."""
+        string = _decode(subkey)
+        for node, entering in self._walk(top, j, buf, seen, True):
+            if not entering and node.values and fnmatch(_decode(bytes(buf)), string):
+                for prio, value in node.values:
+                    _add_value(out, prio, value)
+
+    def _walk(self, top: _Node, j: int, buf: bytearray, seen: set[t.Any],
+              post: bool = False) -> t.Iterator[tuple[_Node, bool]]:
+        """Depth-first walk of top's subtree, children in ascending byte order.
+
+        Yields (node, True) on entering a node and, if post, (node, False) after its
+        children; buf holds the node's key (from top's prefix[j:] on) at both. Iterative, and
+        each node is met once: a node reached twice (a cycle or a shared child), a key
+        longer than MAX_KEY or a path deeper than MAX_DEPTH is an IndexFormatError.
+        """
+        self._visit(top, seen, len(buf) + len(top.prefix) - j)
+        base = len(buf)
+        buf += top.prefix[j:]
+        # frames: [node, next child byte, length of buf before the node's own bytes]
+        stack: list[list[t.Any]] = [[top, top.first, base]]
+        yield top, True
+        while stack:
+            frame = stack[-1]
+            node, ch = frame[0], frame[1]
+            child = None
+            while ch <= node.last and child is None:
+                child = self._resolve(node.children[ch - node.first])
+                ch += 1
+            frame[1] = ch
             if child is not None:
-                buf.append(ch)
-                self._wild_all(child, 0, buf, subkey, out)
-                del buf[-1]
-        if node.values and fnmatch(_decode(bytes(buf)), _decode(subkey)):
-            for prio, value in node.values:
-                _add_value(out, prio, value)
-        if pushed:
-            del buf[-pushed:]
+                if len(stack) >= MAX_DEPTH:
+                    raise self._corrupt(f"index deeper than {MAX_DEPTH} levels")
+                self._visit(child, seen, len(buf) + 1 + len(child.prefix))
+                stack.append([child, child.first, len(buf)])
+                buf.append(ch - 1)
+                buf += child.prefix
+                yield child, True
+                continue
+            if post:
+                yield node, False
+            del buf[frame[2]:]
+            stack.pop()
+
+    def _visit(self, node: _Node, seen: set[t.Any], keylen: int) -> None:
+        if node.ident in seen:
+            raise self._corrupt(f"the node at offset {node.ident} is reached twice (a loop)")
+        if keylen > MAX_KEY:
+            raise self._corrupt(f"index key longer than {MAX_KEY} bytes")
+        seen.add(node.ident)
+
+    def _corrupt(self, what: str) -> IndexFormatError:
+        return IndexFormatError(f"{self.name}: corrupt index: {what}", path=self.name)
 
     def dump(self) -> t.Iterator[tuple[str, str]]:
         """(key, value) pairs depth-first in ascending byte order, as index_mm_dump."""
         root = self._root()
         if root is None:
             return
-        stack: list[tuple[_Node, bytes]] = [(root, b"")]
-        while stack:
-            node, path = stack.pop()
-            key = path + node.prefix
-            for item in node.values:
-                yield _decode(key), _decode(item[1])
-            for ch in range(node.last, node.first - 1, -1):
-                child = self._resolve(node.children[ch - node.first])
-                if child is not None:
-                    stack.append((child, key + bytes((ch,))))
+        buf = bytearray()
+        for node, entering in self._walk(root, 0, buf, set()):
+            if entering and node.values:
+                key = _decode(bytes(buf))
+                for item in node.values:
+                    yield key, _decode(item[1])
 
 
 def _encode(s: str) -> bytes:
@@ -149,12 +199,16 @@ class IndexReader(_Trie):
         self.name = name
         self._data = data
         self._cache: dict[int, _Node | None] = {}
+        # Bytes taken by the nodes parsed so far. depmod writes every node once, side by
+        # side, so they never add up to more than the file: more means nodes overlap, and
+        # stopping there keeps the parsing work linear in the file's size.
+        self._parsed = 0
         if len(data) == 0:
             # depmod publishes 0-byte builtin indexes when their source is missing;
             # libkmod then finds nothing in them.
             self._root_word = 0
             return
-        if len(data) < 12:
+        if len(data) < _HEADER_SIZE:
             raise IndexFormatError(f"{name}: truncated index header ({len(data)} bytes)", path=name)
         magic, version, root = struct.unpack_from(">III", data, 0)
         if magic != INDEX_MAGIC:
@@ -171,12 +225,14 @@ class IndexReader(_Trie):
     def open(cls, path: str) -> "IndexReader":
         """mmap path; IndexFormatError (naming the file) if it is unreadable or malformed."""
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                data: bytes | mmap.mmap = (
-                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b"")
-        except OSError as e:
-            raise IndexFormatError(f"{path}: cannot read index: {e.strerror}", path=path) from e
+            fd = _open_regular(path)
+            try:
+                size = os.fstat(fd).st_size
+                data: bytes | mmap.mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as e:
+            raise IndexFormatError(f"{path}: cannot read index: {_why(e)}", path=path) from e
         return cls(data, path)
 
     def _root(self) -> _Node | None:
@@ -192,20 +248,23 @@ class IndexReader(_Trie):
         return node
 
     def _read_node(self, word: int) -> _Node | None:
-        off = word & _NODE_MASK
+        off = start = word & _NODE_MASK
         if off == 0:
             return None
         data = self._data
-        if off >= len(data):
+        size = len(data)
+        if off >= size:
             if word == off:
                 # An empty index (depmod on a tree without modules) is a bare header
                 # whose root word points just past it: nothing to find, as in libkmod.
                 return None
             raise IndexFormatError(f"{self.name}: node offset {off} beyond end of file", path=self.name)
+        if off < _HEADER_SIZE:
+            raise self._corrupt(f"node offset {off} inside the header")
         try:
             prefix = b""
             if word & _NODE_PREFIX:
-                end = data.find(b"\0", off)
+                end = data.find(b"\0", off, off + MAX_KEY + 1)
                 if end < 0:
                     raise IndexError(off)
                 prefix = bytes(data[off:end])
@@ -222,6 +281,8 @@ class IndexReader(_Trie):
             if word & _NODE_VALUES:
                 (count,) = _u32.unpack_from(data, off)
                 off += 4
+                if count > (size - off) // 5:  # each value takes 4 + at least 1 bytes
+                    raise IndexError(off)
                 for dummy in range(count):
                     (prio,) = _u32.unpack_from(data, off)
                     end = data.find(b"\0", off + 4)
@@ -230,9 +291,35 @@ class IndexReader(_Trie):
                     values.append((prio, bytes(data[off + 4:end])))
                     off = end + 1
         except (IndexError, struct.error) as e:
-            raise IndexFormatError(f"{self.name}: corrupt index node at offset {word & _NODE_MASK}",
+            raise IndexFormatError(f"{self.name}: corrupt index node at offset {start}",
                                    path=self.name) from e
-        return _Node(prefix, first, last, children, tuple(values))
+        self._parsed += off - start
+        if self._parsed > size - _HEADER_SIZE:
+            raise self._corrupt(f"nodes overlap (node at offset {start})")
+        return _Node(start, prefix, first, last, children, tuple(values))
+
+
+def _why(e: Exception) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+def _open_regular(path: str) -> int:
+    """An fd of path, refusing what is not a regular file: opening a FIFO blocks until a
+    writer comes, reading a device may never end."""
+    fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # confined to root, like every read
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_regular(path: str) -> bytes:
+    fd = _open_regular(path)
+    with open(fd, "rb") as f:
+        return f.read()
 
 
 class _TextNode:
@@ -291,7 +378,7 @@ class TextIndex(_Trie):
             kids = ref.children
             first, last = (min(kids), max(kids)) if kids else (128, 0)
             children = tuple(kids.get(c) for c in range(first, last + 1))
-            node = self._nodes[id(ref)] = _Node(ref.prefix, first, last, children, tuple(ref.values))
+            node = self._nodes[id(ref)] = _Node(id(ref), ref.prefix, first, last, children, tuple(ref.values))
         return node
 
 
@@ -303,8 +390,7 @@ INDEX_NAMES = ("modules.dep", "modules.alias", "modules.symbols", "modules.built
 
 
 def _text_lines(path: str) -> list[str]:
-    with open(path, "rb") as f:
-        return _decode(f.read()).split("\n")
+    return _decode(_read_regular(path)).split("\n")
 
 
 def _dep_entries(moddir: str) -> list[tuple[str, str, int]]:
@@ -341,8 +427,7 @@ def _builtin_entries(moddir: str) -> list[tuple[str, str, int]]:
 
 
 def _builtin_alias_entries(moddir: str) -> list[tuple[str, str, int]]:
-    with open(os.path.join(moddir, "modules.builtin.modinfo"), "rb") as f:
-        records = _decode(f.read()).split("\0")
+    records = _decode(_read_regular(os.path.join(moddir, "modules.builtin.modinfo"))).split("\0")
     entries = []
     for rec in records:
         head, sep, value = rec.partition("=")
@@ -381,6 +466,6 @@ def load_index(moddir: str, name: str) -> Index | None:
             if os.path.exists(os.path.join(moddir, "modules.dep")):
                 order = {entry[0]: entry[2] for entry in _dep_entries(moddir)}
             entries = _alias_entries(text_path, "alias", order, name == "modules.alias")
-    except OSError as e:
-        raise IndexFormatError(f"{text_path}: cannot read index: {e.strerror}", path=text_path) from e
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"{text_path}: cannot read index: {_why(e)}", path=text_path) from e
     return TextIndex(entries, text_path)

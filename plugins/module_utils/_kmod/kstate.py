@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .errors import KernelStateError
+from .atomic import read_file
+from .errors import KernelStateError, KmodError
 from .names import modname_normalize
 from .paths import KmodPaths
 
@@ -194,10 +195,12 @@ class KernelState:
         result = {}
         for param in sorted(self._listdir(directory)):
             try:
-                with open(os.path.join(directory, param), encoding="utf-8", errors="replace") as f:
-                    value = f.read()
-            except OSError:
+                data = read_file(os.path.join(directory, param), missing_ok_notdir=True)
+            except KmodError:
                 continue
+            if data is None:
+                continue
+            value = data.decode("utf-8", "replace")
             result[param] = value[:-1] if value.endswith("\n") else value
         return result
 
@@ -235,13 +238,12 @@ class KernelState:
 
     @staticmethod
     def _read(path: str) -> str | None:
+        # Regular files only (a FIFO would block), inside root; missing is None.
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise KernelStateError(f"Cannot read {path}: {exc.strerror}", path=path) from exc
+            data = read_file(path, missing_ok_notdir=True)
+        except KmodError as exc:
+            raise KernelStateError(exc.msg, path=path) from exc
+        return None if data is None else data.decode("utf-8", "replace")
 
     def _read_int(self, path: str) -> int | None:
         text = self._read(path)
@@ -258,5 +260,6 @@ class KernelState:
             return os.listdir(path)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        except OSError as exc:
-            raise KernelStateError(f"Cannot list {path}: {exc.strerror}", path=path) from exc
+        except (OSError, ValueError) as exc:
+            raise KernelStateError(f"Cannot list {path}: {getattr(exc, 'strerror', None) or exc}",
+                                   path=path) from exc

@@ -17,6 +17,7 @@ import typing as t
 
 from .errors import LoaderError
 from .file import detect_compression, read_module_bytes
+from .paths import open_file
 
 
 class InitFlags(enum.IntFlag):
@@ -140,7 +141,7 @@ class Loader:
         return True
 
     def _insert(self, path: str, options: str) -> None:
-        with open(path, "rb") as f:
+        with os.fdopen(open_file(path), "rb") as f:  # a symlink in root= is followed inside it
             compression = detect_compression(f.read(6))
             if compression is None or compression == self.kernel_compression:
                 flags = InitFlags.COMPRESSED_FILE if compression else InitFlags(0)

@@ -13,9 +13,10 @@ import os
 import stat
 import typing as t
 
+from .atomic import read_file
 from .config import ModprobeConfig
 from .elf import parse_module
-from .errors import KmodError, ModuleLookupError
+from .errors import ModuleLookupError
 from .file import read_module_bytes
 from .generation import KmodGeneration, detect_generation
 from .names import has_module_extension, modname_from_path
@@ -120,13 +121,10 @@ def builtin_modinfo(moddir: str) -> dict[str, tuple[tuple[str, str], ...]]:
     Records are NUL-terminated ``module.key=value``; a module's fields are the first
     contiguous run of its records. A record without a '.' ends the file for libkmod too.
     """
-    try:
-        with open(os.path.join(moddir, "modules.builtin.modinfo"), "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    # read_file: confined to root, regular files only (a FIFO there must not block).
+    raw = read_file(os.path.join(moddir, "modules.builtin.modinfo"), missing_ok_notdir=True)
+    if raw is None:
         return {}
-    except OSError as exc:
-        raise KmodError(f"Cannot read {moddir}/modules.builtin.modinfo: {exc.strerror}") from exc
     result: dict[str, list[tuple[str, str]]] = {}
     current = None
     for record in raw.decode("utf-8", "surrogateescape").split("\0"):
@@ -195,7 +193,7 @@ class ModinfoReader:
         found = self.db.lookup_exact(name)
         if not found:
             raise ModuleLookupError(
-                f"Module {name} not found in {self.paths.moddir}", name=name, moddir=self.paths.moddir)
+                f"Module {name} not found in {self.paths.moddir_shown}", name=name, moddir=self.paths.moddir_shown)
         return self._read(found[0])
 
     def _read(self, mod: Module) -> ModInfo:

@@ -62,13 +62,15 @@ def validate_name(name: object, what: str = "module name") -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _fnmatch_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glibc fnmatch(pattern, flags=0) pattern into a regex.
+def _fnmatch_regex(pattern: str) -> list[tuple[re.Pattern[str], int]]:
+    """Translate a glibc fnmatch(pattern, flags=0) pattern into regexes, one per run between
+    '*'s, with the number of characters each matches.
 
     glibc semantics differ from Python's fnmatch: '\\' escapes the next character,
     both '[!...]' and '[^...]' negate, '*' also matches '/', and a ']' right after
     the opening bracket (or its negation) is literal.
     """
+    runs: list[tuple[re.Pattern[str], int]] = []
     out = []
     i = 0
     n = len(pattern)
@@ -76,20 +78,24 @@ def _fnmatch_regex(pattern: str) -> re.Pattern[str]:
         c = pattern[i]
         i += 1
         if c == "*":
-            out.append(".*")
+            # one regex with a '.*' per star backtracks exponentially: split at the stars
+            runs.append((re.compile("".join(out), re.DOTALL), len(out)))
+            out = []
         elif c == "?":
             out.append(".")
-        elif c == "\\" and i < n:
-            out.append(re.escape(pattern[i]))
+        elif c == "\\":
+            # glibc: a trailing backslash never matches
+            out.append(re.escape(pattern[i]) if i < n else "(?!)")
             i += 1
         elif c == "[":
             j = i
             negate = j < n and pattern[j] in "!^"
             if negate:
                 j += 1
-            items = []
+            items: list[str] = []
             first = True
             closed = False
+            valid = None  # items before an invalid class name (glibc stops there)
             while j < n:
                 ch = pattern[j]
                 if ch == "]" and not first:
@@ -97,12 +103,15 @@ def _fnmatch_regex(pattern: str) -> re.Pattern[str]:
                     j += 1
                     break
                 first = False
-                if ch == "[" and pattern.startswith("[:", j):
-                    end = pattern.find(":]", j + 2)
-                    if end >= 0:
-                        items.append(_posix_class(pattern[j + 2:end]))
-                        j = end + 2
-                        continue
+                # glibc reads a class name of letters a-y only; else '[' is a plain member
+                found = _CLASS_NAME.match(pattern, j) if ch == "[" else None
+                if found is not None:
+                    name = found.group(1)
+                    if valid is None and (name not in _POSIX_CLASSES or len(name) >= 256):
+                        valid = len(items)
+                    items.append(_POSIX_CLASSES.get(name, ""))
+                    j = found.end()
+                    continue
                 if ch == "\\" and j + 1 < n:
                     j += 1
                     ch = pattern[j]
@@ -111,7 +120,8 @@ def _fnmatch_regex(pattern: str) -> re.Pattern[str]:
                     if hi == "\\" and j + 3 < n:
                         hi = pattern[j + 3]
                         j += 1
-                    items.append(f"{re.escape(ch)}-{re.escape(hi)}")
+                    if ch <= hi:  # a reversed range matches nothing
+                        items.append(f"{re.escape(ch)}-{re.escape(hi)}")
                     j += 3
                     continue
                 items.append(re.escape(ch))
@@ -120,13 +130,23 @@ def _fnmatch_regex(pattern: str) -> re.Pattern[str]:
                 # glibc treats an unterminated '[' as a literal character.
                 out.append(re.escape("["))
                 continue
-            out.append("[" + ("^" if negate else "") + "".join(items) + "]")
+            if valid is not None:
+                # glibc fails the match on reaching an invalid class name: only the items
+                # before it can match, and a negated bracket never does
+                items = [] if negate else items[:valid]
+                negate = False
+            if items:
+                out.append("[" + ("^" if negate else "") + "".join(items) + "]")
+            else:
+                out.append("." if negate else "(?!)")
             i = j
         else:
             out.append(re.escape(c))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    runs.append((re.compile("".join(out), re.DOTALL), len(out)))
+    return runs
 
 
+_CLASS_NAME = re.compile(r"\[:([a-y]*):\]")
 _POSIX_CLASSES = {
     "alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f",
     "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
@@ -134,12 +154,23 @@ _POSIX_CLASSES = {
 }
 
 
-def _posix_class(name: str) -> str:
-    return _POSIX_CLASSES.get(name, "")
-
-
 def fnmatch(pattern: str, string: str) -> bool:
     """glibc fnmatch(pattern, string, 0) == 0."""
     if not any(ch in pattern for ch in "*?[\\"):
         return pattern == string
-    return _fnmatch_regex(pattern).match(string) is not None
+    runs = _fnmatch_regex(pattern)
+    # Each run matches a fixed number of characters, so taking the leftmost place for each
+    # run between the first and the last is optimal: O(len(pattern) * len(string)).
+    first, size = runs[0]
+    if len(runs) == 1:
+        return len(string) == size and first.match(string) is not None
+    if len(string) < sum(r[1] for r in runs) or first.match(string) is None:
+        return False
+    pos = size
+    for run, size in runs[1:-1]:
+        found = run.search(string, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    last, size = runs[-1]
+    return len(string) - size >= pos and last.match(string, len(string) - size) is not None

@@ -15,22 +15,30 @@ more can go.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import shlex
+import re
 import typing as t
 
-from .atomic import read_bytes, remove_if_exists, write_if_changed
-from .config_edit import parse_lines
+from . import kparams
+from .atomic import read_file
+from .config_edit import check_module_name, edit_options
 from .elf import ModuleElf, parse_module
 from .errors import KmodError, LoaderError, ModuleLookupError
 from .file import read_module_bytes
 from .kstate import KernelState
+from .lock import edit_locked, read_text
 from .loader import Loader
 from .names import alias_normalize, modname_from_path, modname_normalize, validate_name
 from .paths import KmodPaths
 from .resolver import Module, ModuleDB
 
 MANAGED_HEADER = "# Managed by kernel.kmod.kmod_load\n"
+
+# What the kernel showed after we loaded a module with params it normalizes (loop's
+# max_part=4 shows 7): {kernel name: {"params": params, "shown": {param: value}}}. Under
+# /run, so it lives as long as the loaded modules do.
+PARAMS_RECORD = ("run", "kernel.kmod", "params.json")
 
 ParamValue = t.Union[str, int, float, bool, None, t.List[t.Any]]
 
@@ -70,8 +78,13 @@ class SweepUnused:
 
 @dataclasses.dataclass(frozen=True)
 class WriteFile:
+    """Edit one configuration file: ``after`` is the planned content (None: remove the
+    file); execute re-applies ``edit`` to the file's text under its lock, so that a
+    concurrent writer's change since the plan is kept."""
+
     path: str
     after: bytes | None  # None: remove the file
+    edit: t.Callable[[str | None], str | None] | None = dataclasses.field(default=None, compare=False)
 
 
 Action = t.Union[Insert, Remove, RunCommand, SweepUnused, WriteFile]
@@ -92,6 +105,7 @@ class ModuleResult:
     commands: list[str] = dataclasses.field(default_factory=list)
     params_mismatch: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_unverified: list[str] = dataclasses.field(default_factory=list)
+    params_normalized: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     params_overridden: dict[str, str] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
 
@@ -106,43 +120,29 @@ class Plan:
     results: list[ModuleResult]
     actions: list[Action]
     diff: list[dict[str, str]]
+    # Actions execute() found already done: inserts the kernel refused with EEXIST.
+    skipped: list[Action] = dataclasses.field(default_factory=list)
+    params: str | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.actions)
+        return len(self.actions) > len(self.skipped)
 
 
 def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None:
     """A params option as the string modprobe passes: dict items become k=v words.
 
     Values with blanks are quoted as modprobe quotes them (``k="a b"``), booleans become
-    1/0, lists become comma-separated arrays, None gives a bare ``k``.
+    1/0, lists become comma-separated arrays, None gives a bare ``k``. Anything the kernel
+    could not take back as asked (a newline, a quote inside a value, an unbalanced quote,
+    a word that is no parameter) is refused with a KmodError naming ``params``.
     """
-    if params is None or isinstance(params, str):
-        return params
-    words = []
-    for key, value in params.items():
-        if value is None:
-            words.append(str(key))
-            continue
-        if isinstance(value, bool):
-            text = "1" if value else "0"
-        elif isinstance(value, (list, tuple)):
-            text = ",".join(str(v) for v in value)
-        else:
-            text = str(value)
-        if any(c.isspace() for c in text):
-            text = f'"{text}"'
-        words.append(f"{key}={text}")
-    return " ".join(words)
+    return kparams.format_params(params, "params")
 
 
 def _split_params(options: str) -> dict[str, str]:
-    try:
-        words = shlex.split(options)
-    except ValueError as exc:
-        raise KmodError(f"Invalid params {options!r}: {exc}", params=options) from exc
-    return {k: v for k, _sep, v in (w.partition("=") for w in words)}
+    """Parameter -> value as the kernel splits an option string (bare ``k`` -> "")."""
+    return {k: v or "" for k, v in kparams.kernel_args(options)}
 
 
 def _same_value(requested: str, loaded: str) -> bool:
@@ -170,6 +170,17 @@ def _same_value(requested: str, loaded: str) -> bool:
     return True
 
 
+def _parse_record(raw: bytes | None) -> dict[str, t.Any]:
+    """The params record's entries; {} for a missing or garbled file."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("shown"), dict)}
+
+
 class Planner:
     """Plans kmod_load for one system root: module tree, configuration and kernel state."""
 
@@ -180,7 +191,9 @@ class Planner:
         self.kstate = kstate or KernelState(paths)
         self.loaded = self.kstate.loaded()
         self._elves: dict[str, ModuleElf] = {}
+        self._knames: dict[str, str] = {}  # file path -> kernel name, for every file read
         self._orphans: set[str] | None = None
+        self._record: dict[str, t.Any] | None = None
 
     # --- module identity -------------------------------------------------------------
 
@@ -192,8 +205,15 @@ class Planner:
 
     def kernel_name_of_file(self, path: str) -> str:
         """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
-        elf = self._elf(path)
-        return modname_normalize(elf.this_module_name or elf.get("name") or modname_from_path(path))
+        if path not in self._knames:
+            # Only the name is kept: holding every image read would cost their whole size.
+            elf = self._elves.get(path)
+            if elf is None:
+                data, _compression = read_module_bytes(path)
+                elf = parse_module(data, path)
+            self._knames[path] = modname_normalize(elf.this_module_name or elf.get("name")
+                                                   or modname_from_path(path))
+        return self._knames[path]
 
     def _missing_providers(self, path: str, loading: set[str]) -> dict[str, list[str]]:
         """Modules that export what the file needs but are not loaded: module -> symbols.
@@ -218,10 +238,27 @@ class Planner:
             self._orphans = {n for n in self.loaded if not self.db.lookup_exact(n)}
         return bool(self._orphans)
 
-    def kernel_name(self, module: Module) -> str:
+    def kernel_name(self, module: Module, read: bool = False) -> str:
+        """The name the kernel has (or would register) the module under.
+
+        The file name, unless the file says otherwise: a file is read when it was read
+        before, when some loaded module is unknown by file name (a dkms
+        ``nvidia-current.ko`` loaded as ``nvidia``), or with ``read`` (a requested module)
+        when the kernel does not have its file name but has other modules: a copy
+        ``e2edummy.ko`` of ``dummy.ko`` registers as ``dummy``, a name the tree also knows.
+        Loading a file whose name the kernel has loaded reads nothing.
+        """
         name = modname_normalize(module.name)
-        if module.path and name not in self.loaded and self._has_orphans():
-            return self.kernel_name_of_file(module.path)
+        if not module.path or name in self.loaded:
+            return name
+        if module.path in self._knames:
+            return self._knames[module.path]
+        if (read and self.loaded) or self._has_orphans():
+            try:
+                return self.kernel_name_of_file(module.path)
+            except KmodError:
+                # An unreadable file: the insert reports it; for removal it is not loaded.
+                return name
         return name
 
     # --- planning ----------------------------------------------------------------------
@@ -244,7 +281,7 @@ class Planner:
                     actions.append(action)
                     result.files.append(action.path)
                     diff.append(file_diff)
-        return Plan(results, actions, diff)
+        return Plan(results, actions, diff, params=params)
 
     def _plan_present(self, names: t.Sequence[str], params: str | None,
                       reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
@@ -257,10 +294,11 @@ class Planner:
             key = modname_normalize(name)
             if key in will_load or (key in self.loaded and key not in removed):
                 return True
-            if key in self.loaded or not self._has_orphans():
-                return False
+            if key in self.loaded or not (self._knames or self._has_orphans()):
+                return False  # no file read, no orphan: the file name is the kernel name
             found = self.db.lookup_exact(key)
-            return bool(found and self.kernel_name(found[0]) in self.loaded)
+            kname = self.kernel_name(found[0]) if found else key
+            return kname != key and (kname in will_load or (kname in self.loaded and kname not in removed))
 
         for name in names:
             result = ModuleResult(name)
@@ -272,7 +310,7 @@ class Planner:
             self._describe(result, modules)
             result.show_depends = self.db.show_depends(name, params)
             for module in modules:
-                kname = self.kernel_name(module)
+                kname = self.kernel_name(module, read=True)
                 if params and kname in self.loaded and not module.builtin:
                     self._compare_params(result, kname, params)
                     if result.params_mismatch and reload:
@@ -284,8 +322,11 @@ class Planner:
                 if step.kind == "builtin":
                     continue
                 if step.kind == "install":
+                    if params:  # our params would reach /bin/sh through $CMDLINE_OPTS
+                        kparams.check_command_options(params, step.command, f"loading {step.module}")
                     actions.append(RunCommand(step.module, step.command, step.options or ""))
                     result.commands.append(step.command)
+                    kname = modname_normalize(step.module)
                 elif step.path is None:
                     if not step.required:
                         continue  # modprobe ignores softdeps that fail
@@ -293,10 +334,11 @@ class Planner:
                         f"Module {step.module} (reached through {name}) has no file in "
                         f"{self.paths.moddir}/modules.dep", name=name)
                 else:
-                    actions.append(Insert(modname_normalize(step.module), step.path,
-                                          step.options or ""))
-                result.inserted.append(modname_normalize(step.module))
-                will_load.add(modname_normalize(step.module))
+                    # By the kernel's name for the file when it was read, else its file name.
+                    kname = self._knames.get(step.path, modname_normalize(step.module))
+                    actions.append(Insert(kname, step.path, step.options or ""))
+                result.inserted.append(kname)
+                will_load.add(kname)
             result.action = self._present_action(result, modules, is_loaded)
         before = sorted(k for k in self._touched(results) if k in self.loaded)
         after = sorted(k for k in self._touched(results)
@@ -317,6 +359,7 @@ class Planner:
                      will_load: set[str], is_loaded: t.Callable[[str], bool]) -> None:
         """An absolute path: that file alone, like insmod."""
         path = result.name
+        self._elf(path)  # parsed once for the name and the symbols
         kname = self.kernel_name_of_file(path)
         result.module = modname_from_path(path)
         result.kernel_name = kname
@@ -344,20 +387,72 @@ class Planner:
     def _describe(self, result: ModuleResult, modules: list[Module]) -> None:
         result.resolved = [modname_normalize(m.name) for m in modules]
         result.module = result.resolved[0]
-        result.kernel_name = self.kernel_name(modules[0])
+        result.kernel_name = self.kernel_name(modules[0], read=True)
 
     def _compare_params(self, result: ModuleResult, kname: str, params: str) -> None:
+        """Sort the loaded module's view of params into mismatch, normalized, unverified.
+
+        A value differs only by the kernel's normalization when our last load of this
+        module with exactly these params showed that same value (the params record): a
+        reload would show it again, so it is not a mismatch and does not reload.
+        """
+        recorded = self.params_record().get(kname, {})
+        shown = recorded.get("shown", {}) if recorded.get("params") == params else {}
+        differ, unverified = self.shown_params(kname, params)
+        result.params_unverified += [k for k in unverified if k not in result.params_unverified]
+        for key, values in differ.items():
+            if shown.get(key) == values["loaded"]:
+                result.params_normalized[key] = values
+            else:
+                result.params_mismatch[key] = values
+
+    def shown_params(self, kname: str, params: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """(params sysfs shows with another value: requested and loaded, params it does not show)."""
         loaded = self.kstate.parameters(kname)
+        differ: dict[str, dict[str, str]] = {}
+        unverified: list[str] = []
         for key, value in _split_params(params).items():
             got = loaded.get(key.replace("-", "_"))
             if got is None:
                 # Parameters with permission 0 are not in sysfs: nothing to compare.
-                result.params_unverified.append(key)
+                unverified.append(key)
             elif not _same_value(value, got):
-                result.params_mismatch[key] = {"requested": value, "loaded": got}
+                differ[key] = {"requested": value, "loaded": got}
+        return differ, unverified
+
+    def params_record(self) -> dict[str, t.Any]:
+        """The params record; {} when missing or unreadable (it only saves reloads)."""
+        if self._record is None:
+            self._record = {}
+            try:
+                self._record = _parse_record(read_file(self.paths.under(*PARAMS_RECORD), 1 << 20))
+            except KmodError:
+                pass  # a directory, a FIFO...: the record only saves reloads
+        return self._record
+
+    def record_params(self, kname: str, params: str, normalized: dict[str, dict[str, str]]) -> None:
+        """After loading kname with params: remember what the kernel normalized (or forget)."""
+        entry = {"params": params, "shown": {k: v["loaded"] for k, v in normalized.items()}}
+
+        def edit(text: str | None) -> str | None:
+            # Under the lock, on what is there now: concurrent runs keep each other's entries.
+            record = _parse_record((text or "").encode("utf-8", "surrogateescape"))
+            if normalized:
+                record[kname] = entry
+            elif record.pop(kname, None) is None:
+                return text
+            return json.dumps(record, sort_keys=True, indent=1) + "\n"
+
+        if not normalized and kname not in self.params_record():
+            return
+        try:
+            _before, after = edit_locked(self.paths.under(*PARAMS_RECORD, follow=False), edit)
+        except KmodError:
+            return  # e.g. a read-only /run: only the next run's reload is not saved
+        self._record = _parse_record((after or "").encode("utf-8", "surrogateescape"))
 
     def _touched(self, results: list[ModuleResult]) -> set[str]:
-        return {n for r in results for n in (r.resolved + r.inserted + r.removed)}
+        return {n for r in results for n in (r.resolved + r.inserted + r.removed + [r.kernel_name or ""]) if n}
 
     @staticmethod
     def _runtime_diff(before: list[str], after: list[str]) -> dict[str, str] | None:
@@ -466,7 +561,7 @@ class Planner:
             if module.builtin:
                 raise KmodError(f"Module {module.name} is builtin: it is part of the kernel image "
                                 f"and cannot be removed", name=name)
-        return [(k, m) for m in modules if (k := self.kernel_name(m)) in self.loaded]
+        return [(k, m) for m in modules if (k := self.kernel_name(m, read=True)) in self.loaded]
 
     def _uses(self, name: str) -> list[str]:
         """What the kernel says a module uses, transitively (for modules the tree lacks)."""
@@ -543,15 +638,23 @@ class Planner:
                             f"path {result.name}", name=result.name)
         if result.module is None:
             return
-        module = result.module
-        load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf")
-        opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf")
+        # Both the file names and the lines we write hold the module name.
+        module = check_module_name(result.module)
+        load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf", follow=False)
+        opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf", follow=False)
         present = persistent == "present"
         yield from self._edit(load_conf, lambda text: _edit_modules_load(text, module, present))
         if present and params is None:
             return
-        options = params if present else None
+        options = None
+        if present and params is not None:
+            kparams.check_params(params, "params")
+            # Blanks around the words mean nothing to the kernel (quotes are balanced).
+            options = params.strip(" ") or None
         if options:
+            install = self.db.config.install_for(module)
+            if install is not None:
+                kparams.check_command_options(options, install.command, str(install.source))
             result.params_overridden = self._overriding_options(module, opts_conf, options)
         yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
 
@@ -576,51 +679,57 @@ class Planner:
 
     def _edit(self, path: str, edit: t.Callable[[str | None], str | None]
               ) -> t.Iterator[tuple[WriteFile, dict[str, str]]]:
-        raw = read_bytes(path)
-        before = None if raw is None else raw.decode("utf-8", errors="surrogateescape")
+        before = read_text(path)
         after = edit(before)
         if after == before:
             return
-        yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape")),
+        yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape"), edit),
                {"before_header": path, "after_header": path,
                 "before": before or "", "after": after or ""})
 
 
+# systemd-modules-load reads lines ended by "\n", "\r" or NUL, strips blanks, and skips
+# empty lines and comments ('#' or ';' first).
+_LOAD_LINE_ENDS = re.compile("[\r\0]")
+_LOAD_BLANKS = " \t\n\r"
+
+
+def _load_entries(line: str) -> list[str]:
+    """The names systemd-modules-load takes from one newline-ended line."""
+    out = []
+    for part in _LOAD_LINE_ENDS.split(line.rstrip("\n")):
+        part = part.strip(_LOAD_BLANKS)
+        if part and part[0] not in "#;":
+            out.append(part)
+    return out
+
+
 def _meaningful(lines: list[str]) -> bool:
-    return any(line.strip() and not line.lstrip().startswith("#") for line in lines)
+    return any(_load_entries(line) for line in lines)
 
 
 def _edit_modules_load(text: str | None, module: str, present: bool) -> str | None:
-    """modules-load.d: one module name per line; '#' and ';' start comments."""
-    lines = (text or "").splitlines(keepends=True)
-    keep = [ln for ln in lines if modname_normalize(ln.strip()) != module
-            or ln.strip()[:1] in ("#", ";", "")]
+    """modules-load.d: one module name per line; '#' and ';' start comments.
+
+    Any line systemd reads our module from will do; a line is ours to remove when systemd
+    reads exactly our module from it (one with a carriage return inside also names
+    something else).
+    """
+    parts = (text or "").split("\n")
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     if present:
-        if len(keep) != len(lines):
+        if any(module in (_key(n) for n in _load_entries(ln)) for ln in lines):
             return text
-        if keep and not keep[-1].endswith("\n"):
-            keep[-1] += "\n"
-        return "".join(keep or [MANAGED_HEADER]) + f"{module}\n"
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines or [MANAGED_HEADER]) + f"{module}\n"
+    keep = [ln for ln in lines if [_key(n) for n in _load_entries(ln)] != [module]]
     return "".join(keep) if _meaningful(keep) else None
 
 
 def _edit_options(text: str | None, module: str, options: str | None) -> str | None:
     """modprobe.d: replace this module's ``options`` lines by one (or none), keep the rest."""
-    lines = parse_lines(text or "")
-    ours = [ln for ln in lines if len(ln.words) >= 3 and ln.words[0] == "options"
-            and _key(ln.words[1]) == module]
-    wanted = f"options {module} {options}\n" if options else None
-    if wanted and len(ours) == 1 and ours[0].raw == wanted:
-        return text
-    out = [ln.raw for ln in lines if ln not in ours]
-    if out and not out[-1].endswith("\n"):
-        out[-1] += "\n"
-    if wanted:
-        return "".join(out or [MANAGED_HEADER]) + wanted
-    rest = [ln.raw for ln in lines if ln not in ours and ln.raw.strip() != MANAGED_HEADER.strip()]
-    if not _meaningful(rest):
-        return None
-    return "".join(out)
+    return edit_options(text, module, options, MANAGED_HEADER)
 
 
 def _key(name: str) -> str:
@@ -641,7 +750,8 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
     """Perform the plan's actions in order; the first failure stops (KmodError)."""
     for action in plan.actions:
         if isinstance(action, Insert):
-            loader.insert(action.path, action.module, action.options)
+            if not loader.insert(action.path, action.module, action.options):
+                _already_loaded(plan, action)
         elif isinstance(action, Remove):
             loader.remove(action.module)
         elif isinstance(action, RunCommand):
@@ -652,13 +762,20 @@ def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) ->
                                 f"{command}: {err.strip()}", module=action.module, rc=rc)
         elif isinstance(action, SweepUnused):
             _sweep(action, loader, planner, plan.results)
-        elif action.after is None:
-            remove_if_exists(action.path)
+        elif action.edit is not None:
+            # Re-read and re-edit under the lock: another run may have changed the file.
+            edit_locked(action.path, action.edit)
         else:
-            write_if_changed(action.path, action.after)
+            after = None if action.after is None else action.after.decode("utf-8", "surrogateescape")
+            edit_locked(action.path, lambda _text: after)
+    # Modules this run inserted itself (an install command may not pass params on).
+    inserted = {a.module for a in plan.actions if isinstance(a, Insert) and a not in plan.skipped}
     for result in plan.results:
+        loaded_it = result.kernel_name in inserted
         for module in result.inserted:
             _report_kernel_name(result, module, planner)
+        if plan.params and loaded_it:
+            _check_loaded_params(result, plan.params, planner)
 
 
 def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
@@ -681,9 +798,35 @@ def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
                 progress = True
 
 
+def _already_loaded(plan: Plan, action: Insert) -> None:
+    """The kernel has a module of that name (EEXIST, as modprobe takes it): not a change.
+
+    The plan did not see it: a load between plan and execute, or a dependency whose file
+    registers under another loaded name (files are read only for requested names).
+    """
+    plan.skipped.append(action)
+    for result in plan.results:
+        if action.module in result.inserted:
+            result.inserted.remove(action.module)
+            if not result.inserted and not result.commands and result.action == "loaded":
+                result.action = "already_loaded"
+    for diff in plan.diff:
+        if diff.get("after_header") == "loaded modules" and action.module not in diff["before"].split():
+            diff["after"] = "".join(f"{m}\n" for m in diff["after"].split() if m != action.module)
+    plan.diff[:] = [d for d in plan.diff if d["before"] != d["after"]]
+
+
+def _check_loaded_params(result: ModuleResult, params: str, planner: Planner) -> None:
+    """After inserting the module with params: what the kernel shows that differs was normalized."""
+    differ, result.params_unverified = planner.shown_params(result.kernel_name or "", params)
+    result.params_normalized = differ
+    planner.record_params(result.kernel_name or "", params, differ)
+
+
 def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:
     """After a real load, learn the kernel name of the requested module from its file."""
     if result.module == module and result.kernel_name == module and not result.name.startswith("/"):
         found = planner.db.lookup_exact(module)
         if found and found[0].path and os.path.exists(found[0].path):
             result.kernel_name = planner.kernel_name_of_file(found[0].path)
+            result.inserted[result.inserted.index(module)] = result.kernel_name

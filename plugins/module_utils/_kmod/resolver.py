@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import os
+import stat
 import typing as t
 
 from .config import Alias, Command, ModprobeConfig, Source
-from .errors import InvalidNameError, ModuleLookupError
+from .errors import IndexFormatError, InvalidNameError, ModuleLookupError
 from .index import Index, load_index
-from .names import alias_normalize, fnmatch, modname_from_path, modname_normalize, validate_name
+from .names import (
+    MODULE_EXTENSIONS, alias_normalize, fnmatch, modname_from_path, modname_normalize, validate_name)
 from .paths import KmodPaths
 
 _WILDCARD_CHARS = frozenset("*?[")
+# Files looked at, at most, when searching the module directory for a module that is
+# not indexed (only after a failed lookup): a real tree has about 6000.
+_UNINDEXED_SCAN_LIMIT = 200_000
+_DEPMOD_HINT = "run kernel.kmod.kmod_depmod (or depmod) to index {}"
 
 
 @dataclasses.dataclass
@@ -306,22 +313,35 @@ class ModuleDB:
     def __init__(self, paths: KmodPaths, config: ModprobeConfig | None = None) -> None:
         self.paths = paths
         self.config = config if config is not None else ModprobeConfig.load(paths)
-        self.moddir = paths.moddir
+        self.moddir = paths.moddir  # resolved: where the indexes are read
+        self.shown_moddir = paths.moddir_shown  # what module paths and messages say, as kmod
         self._indexes: dict[str, Index | None] = {}
         self._deplines: dict[str, str | None] = {}
         self._builtin: dict[str, bool] = {}
         self._wild: dict[tuple[str, str], list[str]] = {}
         self._memo: dict[tuple[t.Any, ...], t.Any] = {}
+        self._module_files: dict[str, list[str]] | None = None
 
     # --- index access, cached: the same names come back through deps and softdeps ---
 
     def index(self, name: str) -> Index | None:
         if name not in self._indexes:
+            text = "modules.builtin.modinfo" if name == "modules.builtin.alias" else name
+            for path in (f"{self.moddir}/{name}.bin", f"{self.moddir}/{text}"):
+                state = _file_state(path)
+                # a FIFO would block the reader forever; a loop would pass for a missing file
+                if state not in ("missing", "file", "a directory"):
+                    raise IndexFormatError(f"{path} is {state}: cannot read the index", path=path)
+                if state != "missing":
+                    break  # like libkmod, the text file only counts without the .bin
             self._indexes[name] = load_index(self.moddir, name)
         return self._indexes[name]
 
     def abspath(self, path: str) -> str:
-        return path if path.startswith("/") else f"{self.moddir}/{path}"
+        if path.startswith("/"):
+            # An absolute path in an image's modules.dep means the image's file.
+            return self.paths.under(path) if self.paths.confined else path
+        return f"{self.shown_moddir}/{path}"
 
     def depline(self, name: str) -> str | None:
         if name not in self._deplines:
@@ -463,9 +483,82 @@ class ModuleDB:
         except ValueError:
             key = name
         close = difflib.get_close_matches(key, sorted(candidates), n=5, cutoff=0.75)
+        why, unindexed = self._why_not_indexed(key)
         hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        return ModuleLookupError(f"Module {name} not found in directory {self.moddir}{hint}",
-                                 name=name, close_matches=close)
+        details: dict[str, t.Any] = {"name": name, "close_matches": close}
+        if unindexed:
+            details["unindexed"] = unindexed
+        return ModuleLookupError(f"Module {name} not found in directory {self.shown_moddir}{why}{hint}", **details)
+
+    def _why_not_indexed(self, key: str) -> tuple[str, list[str]]:
+        """The answer to "it can't find the module I just copied": the tree has no usable
+        modules.dep, or a module file of this name lies in the tree but is not indexed.
+        Returns (text to append to the message, those files). Only on the failure path."""
+        try:
+            st = os.stat(self.moddir)
+        except FileNotFoundError:
+            return " (the directory does not exist)", []
+        except (OSError, ValueError) as exc:
+            return f" (the directory cannot be used: {_reason(exc)})", []
+        if not stat.S_ISDIR(st.st_mode):
+            return " (it is not a directory)", []
+        dep = f"{self.moddir}/modules.dep"
+        states = [_file_state(dep + ".bin"), _file_state(dep)]
+        broken = [f"{p} is {s}" for p, s in zip((dep + ".bin", dep), states) if s not in ("missing", "file")]
+        if broken:
+            return f" ({'; '.join(broken)}; {_DEPMOD_HINT.format('the tree')})", []
+        if states == ["missing", "missing"]:
+            return (f" (it has no modules.dep: the tree was never indexed; "
+                    f"{_DEPMOD_HINT.format('the tree')})"), []
+        if ":" in key or _WILDCARD_CHARS & set(key):
+            return "", []  # an alias, not a file name
+        files = self._unindexed_files().get(modname_normalize(key), [])
+        if not files:
+            return "", []
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        one = len(files) == 1
+        return (f" (but {shown} {'is' if one else 'are'} there and not in modules.dep: copied in after "
+                f"the indexes were last built? {_DEPMOD_HINT.format('it' if one else 'them')})"), files
+
+    def _unindexed_files(self) -> dict[str, list[str]]:
+        """Module name -> module files under moddir that modules.dep does not list (walked
+        once per ModuleDB, without following symlinked directories, skipping build/source
+        as depmod does, and bounded)."""
+        if self._module_files is None:
+            indexed = set(self.module_names())
+            found: dict[str, list[str]] = {}
+            seen = 0
+            for top, dirs, names in os.walk(self.moddir, onerror=lambda exc: None):
+                dirs[:] = sorted(d for d in dirs if d not in ("build", "source"))
+                for fname in sorted(names):
+                    if fname.endswith(MODULE_EXTENSIONS):
+                        modname = modname_normalize(fname)
+                        if modname not in indexed:
+                            found.setdefault(modname, []).append(os.path.join(top, fname))
+                seen += len(names) + len(dirs)
+                if seen > _UNINDEXED_SCAN_LIMIT:
+                    break
+            self._module_files = found
+        return self._module_files
+
+
+def _file_state(path: str) -> str:
+    """'missing', 'file', or what is wrong with an index file, for messages."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"  # also a dangling symlink: libkmod sees no file either
+    except (OSError, ValueError) as exc:
+        return _reason(exc)
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    return "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "a symlink loop"
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _is_noop_command(command: str) -> bool:

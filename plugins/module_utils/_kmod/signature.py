@@ -37,6 +37,10 @@ _OID_COMMON_NAME = "2.5.4.3"
 # DER tags used below.
 _INTEGER, _OCTET_STRING, _OID, _SEQUENCE, _SET = 0x02, 0x04, 0x06, 0x30, 0x31
 _CONTEXT_0_CONSTRUCTED = 0xA0
+# PKCS#7 nests a handful of levels and its OIDs take a dozen bytes; more is a crafted blob
+# (deep indefinite-length nesting would recurse without end, a long OID make a huge integer).
+_MAX_NESTING = 32
+_MAX_OID = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +161,8 @@ def _integer_magnitude(raw: bytes) -> bytes:
 
 
 def _decode_oid(raw: bytes) -> str:
-    if not raw:
-        raise _DerError("empty OID")
+    if not raw or len(raw) > _MAX_OID or raw[-1] & 0x80:
+        raise _DerError("empty, overlong or unterminated OID")
     arcs: list[int] = []
     value = 0
     for byte in raw:
@@ -196,8 +200,10 @@ class _Der:
         """The contents of the next element, which must be constructed with this tag."""
         return _Der(self.expect(tag))
 
-    def _header(self, pos: int) -> tuple[int, int, int, int]:
+    def _header(self, pos: int, depth: int = 0) -> tuple[int, int, int, int]:
         """(tag, content start, content end, position after the element)."""
+        if depth > _MAX_NESTING:
+            raise _DerError("nested too deeply")
         data = self.data
         if pos + 2 > len(data):
             raise _DerError("truncated")
@@ -210,7 +216,7 @@ class _Der:
                 raise _DerError("indefinite length on a primitive")
             end = pos
             while data[end:end + 2] != b"\0\0":
-                end = self._header(end)[3]
+                end = self._header(end, depth + 1)[3]
             return tag, pos, end, end + 2
         if length & 0x80:
             count = length & 0x7F

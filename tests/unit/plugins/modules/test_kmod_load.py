@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible.module_utils.common import warnings as ansible_warnings
 
 from ansible_collections.kernel.kmod.plugins.modules import kmod_load
 
@@ -63,6 +64,54 @@ def test_params_dict_and_mismatch_warning(target):
     assert res["changed"] is False
     assert res["modules"][0]["params_mismatch"] == {"numdummies": {"requested": "3", "loaded": "2"}}
     assert "reload=true" in json.dumps(res["warnings"])
+
+
+def fresh_run(target, **args) -> dict:
+    """target(**args) with Ansible's process-wide warning list emptied first (it dedups
+    and keeps warnings across main() calls in one process)."""
+    ansible_warnings._global_warnings.clear()  # pylint: disable=protected-access
+    return target(**args)
+
+
+def warnings(res: dict, word: str) -> list[str]:
+    """The warnings naming word (ansible-core 2.19 returns each as a WarningSummary dict)."""
+    msgs = [w["event"]["msg"] if isinstance(w, dict) else w for w in res.get("warnings", [])]
+    return [m for m in msgs if word in m]
+
+
+def test_normalized_params_warn_once_and_converge(target):
+    # drivers/block/loop.c rounds max_part up to 2^n - 1
+    target.kernel.normalize[("loop", "max_part")] = lambda v: str((1 << int(v).bit_length()) - 1)
+    res = fresh_run(target, name="loop", params={"max_part": 4}, reload=True)
+    got = (target.tree.root / "sys/module/loop/parameters/max_part").read_text().strip()
+    assert res["changed"] is True and got != "4"
+    assert res["modules"][0]["params_normalized"] == {"max_part": {"requested": "4", "loaded": got}}
+    warned = warnings(res, "max_part")
+    assert len(warned) == 1 and f"max_part={got} (requested 4)" in warned[0]
+    again = fresh_run(target, name="loop", params={"max_part": 4}, reload=True)
+    assert again["changed"] is False and again["modules"][0]["params_mismatch"] == {}
+    assert len(warnings(again, "max_part")) == 1
+    quiet = fresh_run(target, name="loop", params={"max_part": int(got)}, reload=True)
+    assert quiet["changed"] is False and not quiet.get("warnings")
+
+
+def test_module_copied_under_another_name(target):
+    moddir = target.tree.moddir
+    (moddir / "extra").mkdir()
+    (moddir / "extra/e2edummy.ko").write_bytes((moddir / "kernel/drivers/net/dummy.ko").read_bytes())
+    subprocess.run(["depmod", "-b", str(target.tree.root), target.tree.release], check=True)
+    target.kernel.__init__(target.tree.root, target.tree.release)  # re-read modules.dep
+    kname = subprocess.run(["modinfo", "-F", "name", str(moddir / "extra/e2edummy.ko")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    first = target(name="e2edummy")
+    assert first["changed"] is True and first["modules"][0]["kernel_name"] == kname
+    assert target.kernel.loaded() == [kname]
+    again = target(name="e2edummy", diff=True)
+    assert again["changed"] is False and again["modules"][0]["action"] == "already_loaded"
+    assert again["diff"] == []
+    gone = target(name="e2edummy", state="absent")
+    assert gone["changed"] is True and gone["modules"][0]["removed"] == [kname]
+    assert target.kernel.loaded() == []
 
 
 def test_absent_and_in_use(target):

@@ -13,7 +13,33 @@ import errno
 import os
 import shutil
 import subprocess
+import typing as t
 from pathlib import Path
+
+
+def param_types(path: str) -> dict[str, str]:
+    """Parameter -> type as the module declares it (kmod's modinfo -F parmtype)."""
+    out = subprocess.run(["modinfo", "-F", "parmtype", path], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+
+
+_INTEGERS = {"byte", "short", "ushort", "int", "uint", "long", "ulong", "ullong"}
+
+
+def shown_value(kind: str | None, value: str) -> str:
+    """What sysfs shows for a value the kernel parsed as kind (kernel/params.c param_get_*);
+    ValueError where the kernel's parser refuses it (the load fails with EINVAL)."""
+    if kind in _INTEGERS:
+        return str(int(value, 0))
+    if kind == "hexint":
+        return f"0x{int(value, 0):08x}"
+    if kind in ("bool", "invbool"):
+        first = value[:1].lower() if value.lower() not in ("on", "off") else value.lower()
+        truth = {"": True, "y": True, "t": True, "1": True, "on": True,
+                 "n": False, "f": False, "0": False, "off": False}[first]
+        return "Y" if truth != (kind == "invbool") else "N"
+    return value
 
 
 def kernel_name(path: str) -> str:
@@ -87,6 +113,9 @@ class FakeKernel(FakeSyscalls):
         self.order: list[str] = []
         # Parameters declared with permission 0: the kernel shows them nowhere in sysfs.
         self.hidden_params: set[str] = set()
+        # (module, parameter) -> what the module makes of a value, as sysfs then shows it
+        # (loop rounds max_part up to 2^n - 1: 4 shows 7).
+        self.normalize: dict[tuple[str, str], t.Callable[[str], str]] = {}
         # module -> module it pins without being a holder (as libcrc32c's crypto transform
         # pins crc32c_intel): a refcount only, released when the pinning module goes.
         self.pins: dict[str, str] = {}
@@ -109,7 +138,8 @@ class FakeKernel(FakeSyscalls):
 
     def inserted(self, path: str, params: str) -> None:
         name = kernel_name(path)
-        self.register(name, self.deps.get(_file_modname(path), []), params)
+        self.register(name, self.deps.get(_file_modname(path), []), params,
+                      param_types(path) if params else {})
 
     def inserted_image(self, image: bytes, params: str) -> None:
         tmp = self.root / ".image.ko"
@@ -120,21 +150,33 @@ class FakeKernel(FakeSyscalls):
             tmp.unlink()
         self.register(name, self.deps.get(name, []), params)
 
-    def register(self, name: str, deps: list[str], params: str = "") -> None:
-        """The kernel side of a successful load (also usable for modules from nowhere)."""
+    def register(self, name: str, deps: list[str], params: str = "",
+                 types: dict[str, str] | None = None) -> None:
+        """The kernel side of a successful load (also usable for modules from nowhere).
+
+        Like the kernel, a module is known by its this_module name: a second module of
+        that name (another file, a copy under another file name) gets EEXIST.
+        """
         if name in self.order:
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
         if any(d not in self.order for d in deps):
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        shown = {}
+        for word in params.split():
+            key, _sep, value = word.partition("=")
+            try:
+                shown[key] = shown_value((types or {}).get(key), value.strip('"'))
+            except (ValueError, KeyError):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
         mod = self.sysmod / name
         (mod / "holders").mkdir(parents=True)
         (mod / "parameters").mkdir()
         (mod / "initstate").write_text("live\n")
         (mod / "refcnt").write_text("0\n")
-        for word in params.split():
-            key, _sep, value = word.partition("=")
+        for key, value in shown.items():
             if key not in self.hidden_params:
-                (mod / "parameters" / key).write_text(value.strip('"') + "\n")
+                value = self.normalize.get((name, key), str)(value)
+                (mod / "parameters" / key).write_text(value + "\n")
         for dep in deps:
             (self.sysmod / dep / "holders" / name).symlink_to(mod)
             self._add_refcnt(dep, 1)

@@ -324,9 +324,11 @@ def test_symlinks_and_deep_directories(tree):
     deep = tree.moddir / "extra" / "/".join(["d"] * 300)
     deep.mkdir(parents=True)
     shutil.copy(tree.moddir / "kernel/drivers/net/dummy.ko", deep / "deepmod.ko")
-    (tree.moddir / "extra/linked.ko").symlink_to(tree.moddir / VFAT)
-    (tree.moddir / "extra/linkdir").symlink_to(tree.moddir / "kernel/fs/fat")
-    (tree.moddir / "extra/dangling.ko").symlink_to(tree.moddir / "nowhere.ko")
+    # Relative links: the same files for depmod -b and for our chroot-like reading of root
+    # (an absolute link inside root points into the image).
+    (tree.moddir / "extra/linked.ko").symlink_to(os.path.join("..", VFAT))
+    (tree.moddir / "extra/linkdir").symlink_to("../kernel/fs/fat")
+    (tree.moddir / "extra/dangling.ko").symlink_to("../nowhere.ko")
     compare(tree)
 
 

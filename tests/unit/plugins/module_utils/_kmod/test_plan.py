@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_kernel import FakeKernel
+from fake_kernel import FakeKernel, kernel_name
 from kernels import scratch_root
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import (
@@ -146,6 +146,73 @@ def test_params_and_reload(sys61):
     assert not sys61.plan(["dummy"], params="numdummies=3", reload=True).changed
 
 
+def loop_max_part(value: str) -> str:
+    """drivers/block/loop.c (loop_init): part_shift = fls(max_part); max_part = (1 << part_shift) - 1."""
+    n = int(value)
+    return str((1 << n.bit_length()) - 1) if n > 0 else value
+
+
+def shown(system: System, module: str, param: str) -> str:
+    return (system.root / "sys/module" / module / "parameters" / param).read_text().strip()
+
+
+def test_kernel_normalized_param_is_reported_and_converges(sys61):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    first = sys61.apply(["loop"], params="max_part=4").results[0]
+    got = shown(sys61, "loop", "max_part")
+    assert got != "4"
+    assert first.params_normalized == {"max_part": {"requested": "4", "loaded": got}}
+    assert first.params_mismatch == {}
+    inserts = len(sys61.kernel.calls)
+    for _run in range(2):
+        again = sys61.apply(["loop"], params="max_part=4", reload=True)
+        assert not again.changed, "the kernel shows what loading max_part=4 showed: no reload"
+        assert again.results[0].params_normalized == {"max_part": {"requested": "4", "loaded": got}}
+        assert again.results[0].params_mismatch == {} and again.results[0].action == "already_loaded"
+    assert len(sys61.kernel.calls) == inserts
+    # What the kernel shows for the shown value is that value: asking for it is the fix.
+    fixed = sys61.apply(["loop"], params=f"max_part={got}", reload=True)
+    assert not fixed.changed and fixed.results[0].params_normalized == {}
+    assert fixed.results[0].params_mismatch == {}
+
+
+def test_normalized_param_other_value_still_reloads(sys61):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.apply(["loop"], params="max_part=4")
+    other = sys61.apply(["loop"], params="max_part=8", reload=True)
+    result = other.results[0]
+    assert [type(a) for a in other.actions] == [Remove, Insert]
+    assert result.params_mismatch == {"max_part": {"requested": "8", "loaded": "7"}}
+    got = shown(sys61, "loop", "max_part")
+    assert result.params_normalized == {"max_part": {"requested": "8", "loaded": got}}
+    assert not sys61.apply(["loop"], params="max_part=8", reload=True).changed
+    # Reloaded by someone else with max_part=2 (shows 3): the record no longer matches.
+    sys61.kernel.delete_module("loop", 0)
+    sys61.kernel.load("loop", params="max_part=2")
+    assert sys61.plan(["loop"], params="max_part=8", reload=True).changed
+
+
+def test_normalized_param_loaded_by_others_reloads_once(sys61):
+    """Loaded at boot with max_part=4 (no record of ours): one reload, then quiet."""
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.kernel.load("loop", params="max_part=4")
+    plan = sys61.plan(["loop"], params="max_part=4")
+    assert not plan.changed and list(plan.results[0].params_mismatch) == ["max_part"]
+    assert sys61.apply(["loop"], params="max_part=4", reload=True).changed
+    assert not sys61.apply(["loop"], params="max_part=4", reload=True).changed
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"[1]", b'{"loop": 3}', b'{"loop": {"shown": 1}}'])
+def test_params_record_garbage_is_ignored(sys61, garbage):
+    sys61.kernel.normalize[("loop", "max_part")] = loop_max_part
+    sys61.kernel.load("loop", params="max_part=4")
+    record = sys61.root / "run/kernel.kmod/params.json"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(garbage)
+    assert sys61.apply(["loop"], params="max_part=4", reload=True).changed
+    assert not sys61.apply(["loop"], params="max_part=4", reload=True).changed
+
+
 def test_unreadable_params_are_not_reloaded(sys61):
     sys61.kernel.hidden_params.add("numdummies")
     sys61.apply(["dummy"], params="numdummies=2")
@@ -249,6 +316,84 @@ def test_kernel_name_differs_from_file_name(scratch_kernel):
     assert not again.changed and again.results[0].action == "already_loaded"
     removed = system.apply(["dummy_current"], state="absent").results[0]
     assert removed.removed == ["dummy"] and system.kernel.loaded() == ["veth"]
+
+
+def copied_module(scratch_kernel, key: str, module: str, copy: str) -> System:
+    """A tree where extra/COPY.ko is a byte copy of MODULE's file, next to the original
+    (a dkms-style rename: the kernel registers the copy as MODULE), depmod'ed by kmod."""
+    tree = scratch_kernel(key)
+    system = System(tree.root, tree.release)
+    src = system.kernel.paths[module]
+    suffix = os.path.basename(src).split(".", 1)[1]
+    os.makedirs(tree.moddir / "extra")
+    shutil.copy(src, tree.moddir / f"extra/{copy}.{suffix}")
+    subprocess.run(["depmod", "-b", str(tree.root), tree.release], check=True)
+    return System(tree.root, tree.release)
+
+
+@pytest.mark.parametrize("others", [[], ["veth"]], ids=["nothing-loaded", "veth-loaded"])
+def test_copy_under_another_name_is_the_loaded_module(scratch_kernel, others):
+    system = copied_module(scratch_kernel, "6.1", "dummy", "e2edummy")
+    copy = str(system.kernel.moddir / "extra/e2edummy.ko")
+    kname = kernel_name(copy)  # kmod's modinfo -F name
+    assert kname == "dummy"
+    for name in others:
+        system.kernel.load(name)
+    first = system.apply(["e2edummy"]).results[0]
+    assert first.action == "loaded" and first.module == "e2edummy" and first.kernel_name == kname
+    assert first.inserted == [kname]
+    assert system.kernel.loaded() == [kname] + others
+    calls = len(system.kernel.calls)
+    for name in ("e2edummy", "dummy"):
+        again = system.apply([name])
+        assert not again.changed and again.results[0].action == "already_loaded", name
+        assert again.results[0].kernel_name == kname and again.diff == []
+    assert len(system.kernel.calls) == calls, "no second insert (the kernel would say EEXIST)"
+    check = system.plan(["e2edummy"], state="absent")
+    assert check.changed and check.diff[0]["before"] == "dummy\n"
+    removed = system.apply(["e2edummy"], state="absent").results[0]
+    assert removed.action == "removed" and removed.removed == [kname]
+    assert removed.module == "e2edummy" and removed.kernel_name == kname
+    assert system.kernel.loaded() == others
+    assert not system.apply(["e2edummy"], state="absent").changed
+
+
+def test_copy_loaded_under_its_kernel_name_by_someone_else(scratch_kernel):
+    """dummy loaded from dummy.ko: the copy is that module too, for load and removal."""
+    system = copied_module(scratch_kernel, "6.1", "dummy", "e2edummy")
+    system.kernel.load("dummy")
+    assert not system.plan(["e2edummy"]).changed
+    assert system.apply(["e2edummy"], state="absent").results[0].removed == ["dummy"]
+    assert system.kernel.loaded() == []
+
+
+def test_insert_the_kernel_refuses_as_existing_is_no_change(sys61):
+    """EEXIST (loaded between plan and execute) means already loaded, as modprobe takes it."""
+    planner = sys61.planner()
+    plan = planner.plan(["dummy"], params="numdummies=1")
+    assert plan.changed and plan.diff
+    sys61.kernel.load("dummy")
+    execute(plan, Loader(sys61.kernel), sys61.run, planner)
+    assert sys61.kernel.calls[-1][0] == "finit_module"  # tried, refused
+    result = plan.results[0]
+    assert not plan.changed and result.action == "already_loaded" and result.inserted == []
+    assert plan.diff == []
+
+
+def test_files_are_read_only_where_the_kernel_name_matters(sys61, monkeypatch):
+    from ansible_collections.kernel.kmod.plugins.module_utils._kmod import plan as plan_mod
+    read: list[str] = []
+    real = plan_mod.read_module_bytes
+    monkeypatch.setattr(plan_mod, "read_module_bytes", lambda path: read.append(path) or real(path))
+    sys61.plan(["nf_nat", "veth", "dummy"])
+    assert read == [], "nothing loaded: no file can be a loaded module"
+    sys61.kernel.load("dummy")
+    sys61.plan(["dummy"])
+    sys61.plan(["dummy"], state="absent")
+    assert read == [], "a loaded file name needs no read"
+    sys61.plan(["veth", "nf_nat"])
+    # the requested files, not their dependencies
+    assert sorted(read) == sorted(str(sys61.kernel.paths[m]) for m in ("veth", "nf_nat"))
 
 
 def test_compressed_modules_go_to_the_kernel_when_it_can(tmp_path):

@@ -34,33 +34,36 @@ INPUTS = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
 # -- which directory (no oracle needed: plain directories) ----------------------------------
 
 @pytest.mark.parametrize("present, expected", [
-    (["lib/modules/R"], "lib/modules/R"),
-    (["usr/lib/modules/R"], "usr/lib/modules/R"),
-    (["lib/modules/R", "usr/lib/modules/R"], "lib/modules/R"),  # kmod's default first
-    (["lib/modules/OTHER", "usr/lib/modules/R"], "usr/lib/modules/R"),  # per release
-    (["usr/lib/modules/OTHER"], "lib/modules/R"),  # neither: the default, for messages
-    ([], "lib/modules/R"),
+    (["lib/modules/6.1.0-r"], "lib/modules/6.1.0-r"),
+    (["usr/lib/modules/6.1.0-r"], "usr/lib/modules/6.1.0-r"),
+    (["lib/modules/6.1.0-r", "usr/lib/modules/6.1.0-r"], "lib/modules/6.1.0-r"),  # kmod's default first
+    (["lib/modules/6.2.0-other", "usr/lib/modules/6.1.0-r"], "usr/lib/modules/6.1.0-r"),  # per release
+    (["usr/lib/modules/6.2.0-other"], "lib/modules/6.1.0-r"),  # neither: the default, for messages
+    ([], "lib/modules/6.1.0-r"),
 ])
 def test_moddir_choice(tmp_path, present, expected):
     for d in present:
         (tmp_path / d).mkdir(parents=True)
-    assert KmodPaths(str(tmp_path), "R").moddir == str(tmp_path / expected)
-    assert KmodPaths(str(tmp_path), "R").module_index("modules.dep") == str(tmp_path / expected / "modules.dep")
+    assert KmodPaths(str(tmp_path), "6.1.0-r").moddir == str(tmp_path / expected)
+    assert KmodPaths(str(tmp_path), "6.1.0-r").moddir_shown == str(tmp_path / expected)
+    assert KmodPaths(str(tmp_path), "6.1.0-r").module_index("modules.dep") == str(tmp_path / expected / "modules.dep")
 
 
 def test_moddir_through_lib_link(tmp_path):
-    """Merged /usr (lib -> usr/lib): lib/modules, the path kmod's default build prints."""
-    (tmp_path / "usr/lib/modules/R").mkdir(parents=True)
+    """Merged /usr (lib -> usr/lib): shown as lib/modules, the path kmod's default build prints."""
+    (tmp_path / "usr/lib/modules/6.1.0-r").mkdir(parents=True)
     (tmp_path / "lib").symlink_to("usr/lib")
-    assert KmodPaths(str(tmp_path), "R").moddir == str(tmp_path / "lib/modules/R")
+    paths = KmodPaths(str(tmp_path), "6.1.0-r")
+    assert paths.moddir_shown == str(tmp_path / "lib/modules/6.1.0-r")
+    assert os.path.samefile(paths.moddir, tmp_path / "usr/lib/modules/6.1.0-r")
 
 
 def test_moddir_not_a_directory(tmp_path):
     """A file (or dangling link) named lib/modules/R is not a module tree."""
     (tmp_path / "lib/modules").mkdir(parents=True)
-    (tmp_path / "lib/modules/R").write_text("")
-    (tmp_path / "usr/lib/modules/R").mkdir(parents=True)
-    assert KmodPaths(str(tmp_path), "R").moddir == str(tmp_path / "usr/lib/modules/R")
+    (tmp_path / "lib/modules/6.1.0-r").write_text("")
+    (tmp_path / "usr/lib/modules/6.1.0-r").mkdir(parents=True)
+    assert KmodPaths(str(tmp_path), "6.1.0-r").moddir == str(tmp_path / "usr/lib/modules/6.1.0-r")
 
 
 # -- against kmod 34 --------------------------------------------------------------------------
