@@ -18,6 +18,8 @@ options:
         image, C(..) never climbs above O(root), and nothing outside O(root) is read or written.
         Symlink loops are an error. A file the module writes must not itself be a symlink
         inside O(root) (it is refused rather than written through or replaced).
+      - The module tree is C(usr/lib/modules/RELEASE) when C(lib/modules/RELEASE) does not exist there
+        (merged-/usr images without the C(/lib) link, kmod built with C(--with-module-directory=/usr/lib/modules)).
     type: path
     default: /
   kernel_release:

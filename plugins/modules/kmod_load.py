@@ -121,6 +121,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+moddir:
+  description:
+    - The module directory names were resolved in, C(lib/modules/RELEASE) under O(root), or
+      C(usr/lib/modules/RELEASE) when only that exists.
+  returned: always
+  type: str
+  sample: /lib/modules/6.1.0-56-amd64
 modules:
   description: One entry per requested name, in request order.
   returned: always
@@ -232,7 +239,9 @@ def _names(value: t.Any) -> list[str]:
 def _params(value: t.Any) -> str | None:
     if value is None or isinstance(value, (str, dict)):
         return format_params(value)
-    raise KmodError(f"params must be a string or a dict, not {type(value).__name__}")
+    # apart from the message: validate-modules (ansible-core 2.16) reads its words as a type comparison
+    kind = type(value).__name__
+    raise KmodError(f"params must be a string or a dict, not {kind}")
 
 
 def main() -> t.NoReturn:
@@ -274,7 +283,7 @@ def main() -> t.NoReturn:
         for param, source in sorted(r.params_overridden.items()):
             module.warn(f"Persistent option {param} of {r.module} will not hold at boot: "
                         f"{source} sets it again later")
-    result: dict[str, t.Any] = {"changed": plan.changed,
+    result: dict[str, t.Any] = {"changed": plan.changed, "moddir": planner.paths.moddir,
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:
         result["diff"] = plan.diff

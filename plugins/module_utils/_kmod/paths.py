@@ -29,6 +29,10 @@ from .errors import KmodError
 # a root= tree is self-contained.
 CONFIG_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
 MODULES_LOAD_DIRS = ("etc", "run", "usr/local/lib", "usr/lib")
+# kmod's module directory is a build option (--with-module-directory, kmod >= 32): /lib/modules
+# by default; merged-/usr images without the /lib link, and kmod built for /usr/lib/modules,
+# have only usr/lib/modules. The first that holds the release wins, else the default.
+MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 
 # Linux's MAXSYMLINKS: more links than this on one path is ELOOP.
 MAX_SYMLINKS = 40
@@ -296,14 +300,22 @@ class KmodPaths:
     @functools.cached_property
     def moddir(self) -> str:
         """The module directory, resolved inside root: what the engine opens and walks."""
-        return self.under("lib/modules", self.kernel_release)
+        return self.under(self.module_dir_base, self.kernel_release)
+
+    @functools.cached_property
+    def module_dir_base(self) -> str:
+        """lib/modules, or usr/lib/modules when only that holds the release (MODULE_DIRS)."""
+        for base in MODULE_DIRS:
+            if os.path.isdir(self.under(base, self.kernel_release)):
+                return base
+        return MODULE_DIRS[0]
 
     @functools.cached_property
     def moddir_shown(self) -> str:
         """The module directory as kmod names it (``-d ROOT``: ROOT/lib/modules/RELEASE, no
         symlink resolved), for module paths in results, which must equal kmod's output.
         Files opened by such a path are confined again when they are opened."""
-        return os.path.join(self.root, "lib/modules", self.kernel_release)
+        return os.path.join(self.root, self.module_dir_base, self.kernel_release)
 
     def module_index(self, name: str) -> str:
         """E.g. module_index('modules.dep.bin')."""

@@ -742,7 +742,8 @@ def _key(name: str) -> str:
 # --- execution ---------------------------------------------------------------------------
 
 class CommandRunner(t.Protocol):
-    def __call__(self, command: str, env: dict[str, str]) -> tuple[int, str, str]: ...
+    def __call__(self, command: str, env: dict[str, str]) -> tuple[int, str, str]:
+        ...
 
 
 def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) -> None:
