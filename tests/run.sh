@@ -3,7 +3,8 @@
 # The whole test suite of kernel.kmod: README's test command, and what .ci/run runs.
 #
 # Usage (as root, Debian 12):  bash tests/run.sh [STAGE...]
-#   Stages, in order: unit vm sanity units build example lint changelog molecule home
+#   Stages, in order: unit python39 vm sanity controllers units build example lint changelog
+#   docs molecule home
 #   (default: all; home checks that no stage changed the user's collection paths).
 #   It first installs what it needs: Debian packages (apt-get) and the Python tools of
 #   requirements-test.txt in a virtual environment ($KMOD_VENV, default under the test cache).
@@ -15,7 +16,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KMOD_TEST_CACHE=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}
 venv=${KMOD_VENV:-$KMOD_TEST_CACHE/venv}
 python=${PYTHON:-python3}
-all_stages=(unit vm sanity units build example lint changelog molecule home)
+all_stages=(unit python39 vm sanity controllers units build example lint changelog docs molecule home)
 apt_packages=(kmod qemu-system-x86 qemu-utils debootstrap busybox-static xz-utils zstd
   e2fsprogs cpio openssh-client git shellcheck python3-venv ca-certificates)
 
@@ -28,6 +29,14 @@ SKIP=77 # a stage's exit status for "nothing to run here" (automake's convention
 mkdir -p "$KMOD_TEST_CACHE"
 work=$(mktemp -d "$KMOD_TEST_CACHE/run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+
+# Stages defined in their own scripts (sourced after $work exists: gates.sh works in it):
+# python39 (unit tests under the oldest target Python), controllers (ansible-test sanity at
+# both ends of the supported ansible-core range), docs (antsibull-docs lint and HTML site).
+source "$repo/tests/pythons.sh"
+source "$repo/tests/controllers.sh"
+source "$repo/tests/gates.sh"
+stage_docs() { gate_docs; }
 
 log() { printf '\n=== %s ===\n' "$*"; }
 
