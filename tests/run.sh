@@ -73,6 +73,8 @@ install_python_tools() {
     fi
     echo "$want" >"$stamp"
   fi
+  # (SC2031: the sourced tests/controllers.sh sets PATH in subshells of its own, for its venvs)
+  # shellcheck disable=SC2031
   export PATH=$venv/bin:$PATH VIRTUAL_ENV=$venv
   bash "$repo/tests/utils/seed_get_pip.sh" "$venv/bin/python"
 }

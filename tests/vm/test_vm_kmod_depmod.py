@@ -50,4 +50,6 @@ def test_new_module_in_extra_is_indexed_then_loaded(vm_6_1: VM) -> None:
         assert ours == expected
     finally:
         vm.run("modprobe -r dummy")
-        vm.run(f"mv {moddir}/extra/{name} {src} && depmod {rel}", check=True)
+        # rmdir: leave the guest as found (it fails harmlessly if extra/ holds other files)
+        vm.run(f"mv {moddir}/extra/{name} {src} && {{ rmdir {moddir}/extra 2>/dev/null; depmod {rel}; }}",
+               check=True)
