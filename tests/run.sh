@@ -190,7 +190,8 @@ collections_fingerprint() {
   local d
   for d in "${home_collection_paths[@]}"; do
     echo "== $d"
-    [[ -d "$d" ]] && find "$d" -maxdepth 4 -printf '%y %p %s %T@\n' | LC_ALL=C sort
+    # What lies below (an empty directory that ansible creates by default holds nothing).
+    [[ -d "$d" ]] && find "$d" -mindepth 1 -maxdepth 4 -printf '%y %p %s %T@\n' | LC_ALL=C sort
   done
 }
 home_before=$(collections_fingerprint)
