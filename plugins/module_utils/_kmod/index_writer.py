@@ -110,10 +110,7 @@ class IndexBuilder:
                 out += struct.pack(f">{last - first + 1}I", *(children.get(c, 0) for c in range(first, last + 1)))
             word |= NODE_CHILDS
         if values is not None:
-            prios, vals = values
-            out += _u32.pack(len(vals))
-            for prio, val in zip(prios, vals):
-                out += _u32.pack(prio) + val + b"\0"
+            _write_values(out, values)
             word |= NODE_VALUES
         return word
 
@@ -147,12 +144,17 @@ class IndexBuilder:
             out += bytes(4 * (last - first + 1))
             word |= NODE_CHILDS
         if values is not None:
-            prios, vals = values
-            out += _u32.pack(len(vals))
-            for prio, val in zip(prios, vals):
-                out += _u32.pack(prio) + val + b"\0"
+            _write_values(out, values)
             word |= NODE_VALUES
         for ch, child_lo, child_hi in ranges:
             child = self._write_preorder(out, keys, child_lo, child_hi, end + 1, False)
             _u32.pack_into(out, table + 4 * (ch - ranges[0][0]), child)
         return word
+
+
+def _write_values(out: bytearray, values: tuple[list[int], list[bytes]]) -> None:
+    """A node's value list: count, then (priority, NUL-terminated value) pairs."""
+    prios, vals = values
+    out += _u32.pack(len(vals))
+    for prio, val in zip(prios, vals):
+        out += _u32.pack(prio) + val + b"\0"
