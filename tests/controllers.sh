@@ -18,24 +18,8 @@ controllers_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # controller; 2.20 and 2.21 need 3.12+ (2.21 is the newest release: bump with its successor).
 KMOD_CONTROLLERS=${KMOD_CONTROLLERS:-"2.16:3.12 2.21:3.13"}
 
-# A working python3.X: on PATH (a pyenv shim may name one it cannot run), else the newest
-# pyenv build of it.
-find_python() {
-  local minor=$1 found
-  found=$(command -v "python$minor" 2>/dev/null) && "$found" -c '' 2>/dev/null && { echo "$found"; return 0; }
-  found=$(compgen -G "${PYENV_ROOT:-$HOME/.pyenv}/versions/$minor.*/bin/python" | sort -V | tail -n 1)
-  [[ -n "$found" ]] && "$found" -c '' 2>/dev/null && echo "$found"
-}
-
-# The files git knows (tracked, or new and not ignored), as ansible_collections/kernel/kmod.
-controllers_copy() {
-  local dest=$1/ansible_collections/kernel/kmod
-  mkdir -p "$dest"
-  (cd "$controllers_repo" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
-    tar -c --null -T - -f -) | tar -x -C "$dest" || return 1
-  echo "$dest"
-}
+# shellcheck source=tests/lib.sh
+source "$controllers_repo/tests/lib.sh"  # find_python, copy_collection
 
 # sanity_with SPEC PYTHON_MINOR WORKDIR: 0 clean, 1 failed, 77 no such Python here.
 sanity_with() {
@@ -62,7 +46,7 @@ sanity_with() {
     ignore=$controllers_repo/tests/sanity/ignore-$version.txt
     [[ -f "$ignore" ]] || { echo "FAIL: $ignore is missing"; exit 1; }
     [[ -s "$ignore" ]] && { echo "FAIL: $ignore is not empty"; exit 1; }
-    dir=$(controllers_copy "$work/$spec/collections") || exit 1
+    dir=$(copy_collection "$controllers_repo" "$work/$spec/collections/ansible_collections/kernel/kmod") || exit 1
     # (the filter drops pip's complaints about local index mirrors)
     (cd "$dir" && ansible-test sanity --python "$minor" --color no) 2>&1 |
       { grep -v '^WARNING: Location' || true; }

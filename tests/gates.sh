@@ -18,6 +18,8 @@
 gates_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KMOD_TEST_CACHE=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}
 gates_venv=${KMOD_GATES_VENV:-$KMOD_TEST_CACHE/gates-venv}
+# shellcheck source=tests/lib.sh
+source "$gates_repo/tests/lib.sh"  # copy_collection
 # Sourced by tests/run.sh: its $work is removed when it exits. Alone: our own.
 if [[ -n "${work:-}" && -d "${work:-}" ]]; then
   gates_work=$work
@@ -35,11 +37,7 @@ fi
 gates_collection_copy() {
   local dest=$gates_work/$1/ansible_collections/kernel/kmod
   rm -rf "$dest"
-  mkdir -p "$dest"
-  (cd "$gates_repo" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
-    tar -c --null -T - -f -) | tar -x -C "$dest" || return 1
-  echo "$dest"
+  copy_collection "$gates_repo" "$dest"
 }
 
 # A private home and collection path for the tools: ansible-test keeps its ssh key and pip

@@ -19,13 +19,8 @@ set -uo pipefail
 pythons_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY39_PYELFTOOLS=${PY39_PYELFTOOLS:-0.27}
 
-# A working python3.X: on PATH (a pyenv shim may name one it cannot run), else pyenv's newest.
-pythons_find() {
-  local minor=$1 found
-  found=$(command -v "python$minor" 2>/dev/null) && "$found" -c '' 2>/dev/null && { echo "$found"; return 0; }
-  found=$(compgen -G "${PYENV_ROOT:-$HOME/.pyenv}/versions/$minor.*/bin/python" | sort -V | tail -n 1)
-  [[ -n "$found" ]] && "$found" -c '' 2>/dev/null && echo "$found"
-}
+# shellcheck source=tests/lib.sh
+source "$pythons_repo/tests/lib.sh"  # find_python
 
 # The ansible-core release the controller venv runs (else requirements-test.txt's newest match).
 pythons_ansible_core() {
@@ -37,7 +32,7 @@ pythons_ansible_core() {
 
 stage_python39() {
   local python venv stamp want core log
-  python=$(pythons_find 3.9) ||
+  python=$(find_python 3.9) ||
     { echo "no Python 3.9 (python3.9 on PATH or ${PYENV_ROOT:-$HOME/.pyenv}/versions/3.9.*): skipped"; return 77; }
   venv=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}/venv-py39
   core=$(pythons_ansible_core)

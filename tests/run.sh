@@ -33,6 +33,7 @@ trap 'rm -rf "$work"' EXIT
 # Stages defined in their own scripts (sourced after $work exists: gates.sh works in it):
 # python39 (unit tests under the oldest target Python), controllers (ansible-test sanity at
 # both ends of the supported ansible-core range), docs (antsibull-docs lint and HTML site).
+source "$repo/tests/lib.sh"
 source "$repo/tests/pythons.sh"
 source "$repo/tests/controllers.sh"
 source "$repo/tests/gates.sh"
@@ -84,13 +85,7 @@ install_python_tools() {
 # new and not ignored), so that nothing they leave behind lands in the repository.
 collection_copy() {
   local dest=$work/collections/ansible_collections/kernel/kmod
-  if [[ ! -d "$dest" ]]; then
-    mkdir -p "$dest"
-    (cd "$repo" && git ls-files -z --cached --others --exclude-standard |
-      while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
-      tar -c --null -T - -f -) | tar -x -C "$dest" || return 1
-  fi
-  echo "$dest"
+  if [[ -d "$dest" ]]; then echo "$dest"; else copy_collection "$repo" "$dest"; fi
 }
 
 # --- stages -----------------------------------------------------------------
