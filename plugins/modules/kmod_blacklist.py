@@ -194,7 +194,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import apply, plan_blacklist, verify
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import shell_runner
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
@@ -211,16 +212,11 @@ def main() -> t.NoReturn:
         supports_check_mode=True,
     )
     p = module.params
-
-    def run(command: str, env: dict[str, str]) -> tuple[int, str, str]:
-        return module.run_command(["/bin/sh", "-c", command], environ_update=env)
-
     try:
         plan = plan_blacklist(KmodPaths.from_params(p), p["name"], p["state"], p["mode"], p["path"],
                               p["exclusive"], p["unload"])
         if not module.check_mode:
-            apply(plan, Loader(LinuxSyscalls(), plan.planner.kstate.compression() if plan.planner else None),
-                  run)
+            apply(plan, LinuxSyscalls(), shell_runner(module.run_command))
         modules = verify(plan)
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)

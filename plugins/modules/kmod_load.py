@@ -53,7 +53,8 @@ options:
       - They are added to the C(options) from C(modprobe.d), like C(modprobe NAME PARAMS).
       - If the module is already loaded with other values (as far as C(/sys/module/NAME/parameters)
         shows them), RV(modules[].params_mismatch) reports it; O(reload=true) applies them.
-        Parameters the module does not show there are listed in RV(modules[].params_unverified).
+        Parameters the module does not show there are listed in RV(modules[].params_unverified), with a
+        warning only when this run loads the module with them (a rerun that changes nothing does not warn).
       - After loading (or reloading) the module, its parameters are read back. A module may keep another
         value than the one given (C(loop) rounds C(max_part=4) up to V(7)); such values are reported in
         RV(modules[].params_normalized) with a warning, and are what the kernel uses. Ask for the value the
@@ -221,10 +222,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import execute, shell_runner
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.kparams import check_text
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls, Loader
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, execute, format_params
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, format_params
 
 
 def _names(value: t.Any) -> list[str]:
@@ -256,34 +258,16 @@ def main() -> t.NoReturn:
         supports_check_mode=True,
     )
     p = module.params
-
-    def run(command: str, env: dict[str, str]) -> tuple[int, str, str]:
-        return module.run_command(["/bin/sh", "-c", command], environ_update=env)
-
     try:
         names, params = _names(p["name"]), _params(p["params"])  # refused before anything is read
-        planner = Planner(KmodPaths.from_params(p))
-        plan = planner.plan(names, p["state"], params, p["reload"], p["persistent"])
+        plan = Planner(KmodPaths.from_params(p)).plan(names, p["state"], params, p["reload"], p["persistent"])
         if not module.check_mode:
-            execute(plan, Loader(LinuxSyscalls(), planner.kstate.compression()), run, planner)
+            execute(plan, LinuxSyscalls(), shell_runner(module.run_command))
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
-    for r in plan.results:
-        if r.params_mismatch and not p["reload"]:
-            module.warn(f"Module {r.kernel_name} is loaded with other parameters than requested: "
-                        f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
-        if r.params_normalized:
-            shown = ", ".join(f"{k}={v['loaded']} (requested {v['requested']})"
-                              for k, v in sorted(r.params_normalized.items()))
-            module.warn(f"Module {r.kernel_name} keeps other parameter values than requested: {shown}. "
-                        f"The module normalizes them; ask for the values it shows")
-        if r.params_unverified:
-            module.warn(f"Module {r.kernel_name} is loaded; its parameters "
-                        f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")
-        for param, source in sorted(r.params_overridden.items()):
-            module.warn(f"Persistent option {param} of {r.module} will not hold at boot: "
-                        f"{source} sets it again later")
-    result: dict[str, t.Any] = {"changed": plan.changed, "moddir": planner.paths.moddir,
+    for warning in plan.warnings:
+        module.warn(warning)
+    result: dict[str, t.Any] = {"changed": plan.changed, "moddir": plan.moddir,
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:
         result["diff"] = plan.diff

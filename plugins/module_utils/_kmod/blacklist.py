@@ -22,11 +22,12 @@ from .errors import ConfigError, ModuleLookupError
 from .lock import edit_locked
 from .names import fnmatch
 from .paths import KmodPaths, check_path_value, resolve_host
-from .plan import CommandRunner, Plan, Planner, execute
+from .execute import CommandRunner, execute
+from .plan import Plan, Planner
 from .resolver import ModuleDB
 
 if t.TYPE_CHECKING:
-    from .loader import Loader
+    from .loader import Syscalls
 
 # Where the usual initramfs generators put their image (initramfs-tools, dracut, mkinitrd).
 INITRAMFS_NAMES = ("initrd.img-{}", "initramfs-{}.img", "initrd-{}", "initrd-{}.img")
@@ -54,7 +55,6 @@ class BlacklistPlan:
     before: str | None
     after: str
     unload: Plan | None
-    planner: Planner | None
     warnings: list[str]
     # The edit itself (text -> text), applied again under the file's lock by apply().
     edit: t.Callable[[str | None], str | None] | None = None
@@ -158,18 +158,18 @@ def plan_blacklist(paths: KmodPaths, names: t.Sequence[str], state: str, mode: s
     # a symlink loop is a PathError naming the file.
     before = _decode(read_bytes(full))
     after = edit_blacklist(before, names, state, mode, exclusive)
-    unload_plan = planner = None
+    unload_plan = None
     if unload and state == "present":
         planner = Planner(paths)
         loaded = [n for n in names if module_key(n) in planner.loaded]
         if loaded:
             unload_plan = planner.plan(loaded, "absent")
-    return BlacklistPlan(paths, full, names, before, after, unload_plan, planner, warnings,
+    return BlacklistPlan(paths, full, names, before, after, unload_plan, warnings,
                          functools.partial(edit_blacklist, names=names, state=state, mode=mode,
                                            exclusive=exclusive))
 
 
-def apply(plan: BlacklistPlan, loader: Loader, run: CommandRunner) -> None:
+def apply(plan: BlacklistPlan, syscalls: Syscalls | None, run: CommandRunner | None) -> None:
     """Write the file first, so that nothing autoloads a module again once it is gone.
 
     The edit is made again under the file's lock on the text found then, so concurrent
@@ -181,8 +181,8 @@ def apply(plan: BlacklistPlan, loader: Loader, run: CommandRunner) -> None:
             plan.after = after or ""
         else:
             edit_locked(plan.path, lambda _text: plan.after)
-    if plan.unload and plan.planner:
-        execute(plan.unload, loader, run, plan.planner)
+    if plan.unload:
+        execute(plan.unload, syscalls, run)
 
 
 def effective_config(plan: BlacklistPlan) -> ModprobeConfig:

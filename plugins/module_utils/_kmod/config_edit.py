@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Line-preserving editor for ONE modprobe.d file: blacklist and disable entries (no I/O).
+"""The one editor of modprobe.d and modules-load.d text (no I/O): line-preserving edits of
+blacklist, disable (install) and options entries, and modules-load.d lists.
 
 A file is read the way libkmod reads it (``freadline_wrapped`` + ``kmod_config_parse``):
 ``\\``+newline joins physical lines, any other ``\\``+char is that char, a logical line
@@ -425,3 +426,48 @@ def edit_options(text: str | None, module: str, options: str | None, header: str
     if not any(line.words for line in conf.alive()):
         return None
     return conf.text()
+
+
+# --- modules-load.d ------------------------------------------------------------------------
+# systemd-modules-load reads lines ended by "\n", "\r" or NUL, strips blanks, and skips
+# empty lines and comments ('#' or ';' first).
+_LOAD_LINE_ENDS = re.compile("[\r\0]")
+_LOAD_BLANKS = " \t\n\r"
+
+
+def _load_entries(line: str) -> list[str]:
+    """The names systemd-modules-load takes from one newline-ended line."""
+    out = []
+    for part in _LOAD_LINE_ENDS.split(line.rstrip("\n")):
+        part = part.strip(_LOAD_BLANKS)
+        if part and part[0] not in "#;":
+            out.append(part)
+    return out
+
+
+def _load_key(name: str) -> str:
+    try:
+        return alias_normalize(name)
+    except ValueError:
+        return name
+
+
+def edit_modules_load(text: str | None, module: str, present: bool, header: str = "") -> str | None:
+    """The new text of a modules-load.d file (None: remove it) with ``module`` listed or not.
+
+    One module name per line; '#' and ';' start comments. Any line systemd reads our
+    module from will do; a line is ours to remove when systemd reads exactly our module
+    from it (one with a carriage return inside also names something else). ``header``
+    opens a new file.
+    """
+    module = check_module_name(module)
+    parts = (text or "").split("\n")
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    if present:
+        if any(module in (_load_key(n) for n in _load_entries(ln)) for ln in lines):
+            return text
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines or [header]) + f"{module}\n"
+    keep = [ln for ln in lines if [_load_key(n) for n in _load_entries(ln)] != [module]]
+    return "".join(keep) if any(_load_entries(ln) for ln in keep) else None

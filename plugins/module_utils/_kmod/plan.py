@@ -3,8 +3,7 @@
 
 ``Planner.plan()`` only reads (module tree, modprobe.d, /proc, /sys) and returns a
 ``Plan``: per requested name what would happen, the actions in order, and a diff. The
-same plan drives check mode and real runs; ``execute()`` performs it through a
-``Loader`` and a command runner.
+same plan drives check mode and real runs; ``execute.execute()`` performs it.
 
 Removal goes further than ``modprobe -r`` (kmod-reference §3.8), which makes one pass
 over the module's dep line: every module of the dependency closure (and softdeps) whose
@@ -17,19 +16,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import typing as t
 
 from . import kparams
 from .atomic import read_file
-from .config_edit import check_module_name, edit_options
+from .config_edit import check_module_name, edit_modules_load, edit_options
 from .elf import ModuleElf, parse_module
-from .errors import KmodError, LoaderError, ModuleLookupError
+from .errors import KmodError, ModuleLookupError
 from .file import read_module_bytes
 from .kstate import KernelState
 from .lock import edit_locked, read_text
-from .loader import Loader
-from .names import alias_normalize, modname_from_path, modname_normalize, validate_name
+from .names import modname_from_path, modname_normalize, validate_name
 from .paths import KmodPaths
 from .resolver import Module, ModuleDB
 
@@ -123,10 +120,44 @@ class Plan:
     # Actions execute() found already done: inserts the kernel refused with EEXIST.
     skipped: list[Action] = dataclasses.field(default_factory=list)
     params: str | None = None
+    reload: bool = False
+    # The planner that made the plan: execute() asks it about the kernel afterwards.
+    planner: Planner | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Requested names execute() loaded with params (and read the parameters back).
+    loaded_now: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def changed(self) -> bool:
         return len(self.actions) > len(self.skipped)
+
+    @property
+    def moddir(self) -> str:
+        return self.planner.paths.moddir if self.planner else ""
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should hear about the results, once per cause.
+
+        Parameters the kernel does not show are worth a word only when this run loaded
+        the module with them: on a rerun that changes nothing they are no news.
+        """
+        out = []
+        for r in self.results:
+            if r.params_mismatch and not self.reload:
+                out.append(f"Module {r.kernel_name} is loaded with other parameters than requested: "
+                           f"{', '.join(sorted(r.params_mismatch))} (reload=true applies them)")
+            if r.params_normalized:
+                shown = ", ".join(f"{k}={v['loaded']} (requested {v['requested']})"
+                                  for k, v in sorted(r.params_normalized.items()))
+                out.append(f"Module {r.kernel_name} keeps other parameter values than requested: {shown}. "
+                           f"The module normalizes them; ask for the values it shows")
+            if r.params_unverified and r.name in self.loaded_now:
+                out.append(f"Module {r.kernel_name} is loaded; its parameters "
+                           f"{', '.join(r.params_unverified)} are not readable, so they cannot be verified")
+            for param, source in sorted(r.params_overridden.items()):
+                out.append(f"Persistent option {param} of {r.module} will not hold at boot: "
+                           f"{source} sets it again later")
+        return out
 
 
 def format_params(params: str | t.Mapping[str, ParamValue] | None) -> str | None:
@@ -281,7 +312,7 @@ class Planner:
                     actions.append(action)
                     result.files.append(action.path)
                     diff.append(file_diff)
-        return Plan(results, actions, diff, params=params)
+        return Plan(results, actions, diff, params=params, reload=reload, planner=self)
 
     def _plan_present(self, names: t.Sequence[str], params: str | None,
                       reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
@@ -643,7 +674,7 @@ class Planner:
         load_conf = self.paths.under("etc/modules-load.d", f"{module}.conf", follow=False)
         opts_conf = self.paths.under("etc/modprobe.d", f"{module}.conf", follow=False)
         present = persistent == "present"
-        yield from self._edit(load_conf, lambda text: _edit_modules_load(text, module, present))
+        yield from self._edit(load_conf, lambda text: edit_modules_load(text, module, present, MANAGED_HEADER))
         if present and params is None:
             return
         options = None
@@ -656,7 +687,7 @@ class Planner:
             if install is not None:
                 kparams.check_command_options(options, install.command, str(install.source))
             result.params_overridden = self._overriding_options(module, opts_conf, options)
-        yield from self._edit(opts_conf, lambda text: _edit_options(text, module, options))
+        yield from self._edit(opts_conf, lambda text: edit_options(text, module, options, MANAGED_HEADER))
 
     def _overriding_options(self, module: str, opts_conf: str, params: str) -> dict[str, str]:
         """Our persistent params that a later ``options`` line sets again, with its source.
@@ -686,147 +717,3 @@ class Planner:
         yield (WriteFile(path, None if after is None else after.encode("utf-8", "surrogateescape"), edit),
                {"before_header": path, "after_header": path,
                 "before": before or "", "after": after or ""})
-
-
-# systemd-modules-load reads lines ended by "\n", "\r" or NUL, strips blanks, and skips
-# empty lines and comments ('#' or ';' first).
-_LOAD_LINE_ENDS = re.compile("[\r\0]")
-_LOAD_BLANKS = " \t\n\r"
-
-
-def _load_entries(line: str) -> list[str]:
-    """The names systemd-modules-load takes from one newline-ended line."""
-    out = []
-    for part in _LOAD_LINE_ENDS.split(line.rstrip("\n")):
-        part = part.strip(_LOAD_BLANKS)
-        if part and part[0] not in "#;":
-            out.append(part)
-    return out
-
-
-def _meaningful(lines: list[str]) -> bool:
-    return any(_load_entries(line) for line in lines)
-
-
-def _edit_modules_load(text: str | None, module: str, present: bool) -> str | None:
-    """modules-load.d: one module name per line; '#' and ';' start comments.
-
-    Any line systemd reads our module from will do; a line is ours to remove when systemd
-    reads exactly our module from it (one with a carriage return inside also names
-    something else).
-    """
-    parts = (text or "").split("\n")
-    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    if present:
-        if any(module in (_key(n) for n in _load_entries(ln)) for ln in lines):
-            return text
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        return "".join(lines or [MANAGED_HEADER]) + f"{module}\n"
-    keep = [ln for ln in lines if [_key(n) for n in _load_entries(ln)] != [module]]
-    return "".join(keep) if _meaningful(keep) else None
-
-
-def _edit_options(text: str | None, module: str, options: str | None) -> str | None:
-    """modprobe.d: replace this module's ``options`` lines by one (or none), keep the rest."""
-    return edit_options(text, module, options, MANAGED_HEADER)
-
-
-def _key(name: str) -> str:
-    try:
-        return alias_normalize(name)
-    except ValueError:
-        return name
-
-
-# --- execution ---------------------------------------------------------------------------
-
-class CommandRunner(t.Protocol):
-    def __call__(self, command: str, env: dict[str, str]) -> tuple[int, str, str]:
-        ...
-
-
-def execute(plan: Plan, loader: Loader, run: CommandRunner, planner: Planner) -> None:
-    """Perform the plan's actions in order; the first failure stops (KmodError)."""
-    for action in plan.actions:
-        if isinstance(action, Insert):
-            if not loader.insert(action.path, action.module, action.options):
-                _already_loaded(plan, action)
-        elif isinstance(action, Remove):
-            loader.remove(action.module)
-        elif isinstance(action, RunCommand):
-            command = action.command.replace("$CMDLINE_OPTS", action.options)
-            rc, _out, err = run(command, {"MODPROBE_MODULE": action.module})
-            if rc != 0:
-                raise KmodError(f"Command for module {action.module} failed (exit {rc}): "
-                                f"{command}: {err.strip()}", module=action.module, rc=rc)
-        elif isinstance(action, SweepUnused):
-            _sweep(action, loader, planner, plan.results)
-        elif action.edit is not None:
-            # Re-read and re-edit under the lock: another run may have changed the file.
-            edit_locked(action.path, action.edit)
-        else:
-            after = None if action.after is None else action.after.decode("utf-8", "surrogateescape")
-            edit_locked(action.path, lambda _text: after)
-    # Modules this run inserted itself (an install command may not pass params on).
-    inserted = {a.module for a in plan.actions if isinstance(a, Insert) and a not in plan.skipped}
-    for result in plan.results:
-        loaded_it = result.kernel_name in inserted
-        for module in result.inserted:
-            _report_kernel_name(result, module, planner)
-        if plan.params and loaded_it:
-            _check_loaded_params(result, plan.params, planner)
-
-
-def _sweep(action: SweepUnused, loader: Loader, planner: Planner,
-           results: list[ModuleResult]) -> None:
-    by_name = {r.name: r for r in reversed(results)}
-    progress = True
-    while progress:
-        progress = False
-        for module, owners, requested in action.candidates:
-            removed = by_name[requested].removed
-            if module in removed or planner.kstate.refcnt(module) != 0 \
-                    or any(planner.kstate.initstate(o) is not None for o in owners):
-                continue
-            try:
-                gone = loader.remove(module)
-            except LoaderError:
-                continue  # as modprobe -r, a dependency that cannot go now is left alone
-            if gone:
-                removed.append(module)
-                progress = True
-
-
-def _already_loaded(plan: Plan, action: Insert) -> None:
-    """The kernel has a module of that name (EEXIST, as modprobe takes it): not a change.
-
-    The plan did not see it: a load between plan and execute, or a dependency whose file
-    registers under another loaded name (files are read only for requested names).
-    """
-    plan.skipped.append(action)
-    for result in plan.results:
-        if action.module in result.inserted:
-            result.inserted.remove(action.module)
-            if not result.inserted and not result.commands and result.action == "loaded":
-                result.action = "already_loaded"
-    for diff in plan.diff:
-        if diff.get("after_header") == "loaded modules" and action.module not in diff["before"].split():
-            diff["after"] = "".join(f"{m}\n" for m in diff["after"].split() if m != action.module)
-    plan.diff[:] = [d for d in plan.diff if d["before"] != d["after"]]
-
-
-def _check_loaded_params(result: ModuleResult, params: str, planner: Planner) -> None:
-    """After inserting the module with params: what the kernel shows that differs was normalized."""
-    differ, result.params_unverified = planner.shown_params(result.kernel_name or "", params)
-    result.params_normalized = differ
-    planner.record_params(result.kernel_name or "", params, differ)
-
-
-def _report_kernel_name(result: ModuleResult, module: str, planner: Planner) -> None:
-    """After a real load, learn the kernel name of the requested module from its file."""
-    if result.module == module and result.kernel_name == module and not result.name.startswith("/"):
-        found = planner.db.lookup_exact(module)
-        if found and found[0].path and os.path.exists(found[0].path):
-            result.kernel_name = planner.kernel_name_of_file(found[0].path)
-            result.inserted[result.inserted.index(module)] = result.kernel_name

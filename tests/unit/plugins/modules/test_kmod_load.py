@@ -95,6 +95,18 @@ def test_normalized_params_warn_once_and_converge(target):
     assert quiet["changed"] is False and not quiet.get("warnings")
 
 
+def test_unreadable_params_warn_only_when_set_now(target):
+    # drivers/net/dummy.c: module_param(numdummies, int, 0), so sysfs never shows it
+    target.kernel.hidden_params.add("numdummies")
+    first = fresh_run(target, name="dummy", params={"numdummies": 2})
+    assert first["changed"] is True and len(warnings(first, "not readable")) == 1
+    rerun = fresh_run(target, name="dummy", params={"numdummies": 2})
+    assert rerun["changed"] is False and rerun["modules"][0]["params_unverified"] == ["numdummies"]
+    assert warnings(rerun, "not readable") == [], "a rerun that changes nothing says nothing new"
+    check = fresh_run(target, name="dummy", params={"numdummies": 2}, check_mode=True)
+    assert check["changed"] is False and warnings(check, "not readable") == []
+
+
 def test_module_copied_under_another_name(target):
     moddir = target.tree.moddir
     (moddir / "extra").mkdir()

@@ -17,7 +17,8 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.lock import LOCK_NAME, directory_lock
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, WriteFile, execute
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import execute
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import Planner, WriteFile
 
 CTX = multiprocessing.get_context("fork")
 BLACKLIST_CONF = "/etc/modprobe.d/kernel-kmod-blacklist.conf"
@@ -56,7 +57,7 @@ def persistent_loader(root: str, release: str, name: str, params: str, barrier) 
     # The module is loaded already: the plan only writes files.
     assert plan.actions and all(isinstance(a, WriteFile) for a in plan.actions)
     barrier.wait(60)
-    execute(plan, None, None, planner)  # type: ignore[arg-type]
+    execute(plan, None, None)  # writes files only: needs no syscalls
 
 
 def kmod_entries(root, release: str, confdir) -> list[str]:

@@ -21,12 +21,11 @@ from hypothesis import strategies as st
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config_edit import (
-    _parse_for_edit, check_module_name, edit_blacklist, edit_options, parse_lines)
+    _parse_for_edit, check_module_name, edit_blacklist, edit_modules_load, edit_options, parse_lines)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import InvalidNameError, KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import (
-    MANAGED_HEADER, Planner, _edit_modules_load, execute, format_params)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import execute
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import MANAGED_HEADER, Planner, format_params
 
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -216,7 +215,7 @@ def system(scratch_kernel):
     def run(names, **kwargs):
         planner = Planner(KmodPaths(str(tree.root), tree.release))
         plan = planner.plan(names, **kwargs)
-        execute(plan, Loader(kernel, planner.kstate.compression()), lambda c, e: (0, "", ""), planner)
+        execute(plan, kernel, lambda c, e: (0, "", ""))
         return plan
 
     run.tree, run.kernel = tree, kernel
@@ -465,7 +464,7 @@ def test_fuzz_options_editor_keeps_neighbours(tmp_path_factory, text, options):
     ("# mine\ndummy\n", False, None),  # nothing but comments left: the file goes
 ])
 def test_modules_load_edits(before, present, after):
-    assert _edit_modules_load(before, "dummy", present) == after
+    assert edit_modules_load(before, "dummy", present, MANAGED_HEADER) == after
 
 
 @pytest.mark.parametrize("persistent", [None, "present"])

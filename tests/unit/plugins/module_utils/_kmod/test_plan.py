@@ -17,8 +17,9 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import (
     InvalidNameError, KmodError, LoaderError, ModuleLookupError)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import Loader
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import execute
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.plan import (
-    Insert, Planner, Remove, RunCommand, WriteFile, execute, format_params)
+    Insert, Planner, Remove, RunCommand, WriteFile, format_params)
 
 NF_NAT_CHAIN = ["crc32c_intel", "crc32c_generic", "libcrc32c", "nf_defrag_ipv4", "nf_defrag_ipv6",
                 "nf_conntrack", "nf_nat"]
@@ -50,7 +51,7 @@ class System:
     def apply(self, names, **kwargs):
         planner = self.planner()
         plan = planner.plan(names, **kwargs)
-        execute(plan, Loader(self.kernel, planner.kstate.compression()), self.run, planner)
+        execute(plan, self.kernel, self.run)
         return plan
 
     def conf(self, text: str, name: str = "test.conf") -> None:
@@ -373,7 +374,7 @@ def test_insert_the_kernel_refuses_as_existing_is_no_change(sys61):
     plan = planner.plan(["dummy"], params="numdummies=1")
     assert plan.changed and plan.diff
     sys61.kernel.load("dummy")
-    execute(plan, Loader(sys61.kernel), sys61.run, planner)
+    execute(plan, Loader(sys61.kernel), sys61.run)
     assert sys61.kernel.calls[-1][0] == "finit_module"  # tried, refused
     result = plan.results[0]
     assert not plan.changed and result.action == "already_loaded" and result.inserted == []
