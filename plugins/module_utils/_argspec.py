@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Must be kept in sync with plugins/doc_fragments/common.py.
+# Must be kept in sync with plugins/doc_fragments/_common.py.
 """Argument-spec pieces every kernel.kmod module shares."""
 
 from __future__ import annotations

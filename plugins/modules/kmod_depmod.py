@@ -32,8 +32,9 @@ description:
 author:
   - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
-  - kernel.kmod.common
-  - kernel.kmod.common.attributes
+  - kernel.kmod._common
+  - kernel.kmod._common.attributes
+  - kernel.kmod._common.actiongroup_kmod
 options:
   config_dirs:
     description:

@@ -19,8 +19,9 @@ description:
 author:
   - kernel.kmod developers (!UNKNOWN)
 extends_documentation_fragment:
-  - kernel.kmod.common
-  - kernel.kmod.common.facts
+  - kernel.kmod._common
+  - kernel.kmod._common.facts
+  - kernel.kmod._common.actiongroup_kmod
 options:
   gather_subset:
     description:

@@ -43,6 +43,18 @@ requirements:
   - pyelftools (on the managed node)
 """
 
+    # Every module of meta/runtime.yml's action group kmod, and only those (antsibull-nox's
+    # extra-checks session checks both ways).
+    ACTIONGROUP_KMOD = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/kernel.kmod.kmod) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - kernel.kmod.kmod
+"""
+
     ATTRIBUTES = r"""
 attributes:
   check_mode:
