@@ -465,6 +465,12 @@ class ModuleDB:
             return False
         return len(self.blocked_by(name)) == len(found)
 
+    def resolve_alias(self, name: str) -> list[str]:
+        """Exactly what ``modprobe --resolve-alias NAME`` prints: the name of every lookup
+        result (one per matching alias, so repeats are kept); [] when there is none."""
+        validate_name(name)
+        return [m.name for m in _Pool(self).lookup(name)]
+
     def module_names(self) -> list[str]:
         idx = self.index("modules.dep")
         return list(dict(idx.dump())) if idx is not None else []
