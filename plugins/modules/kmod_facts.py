@@ -27,7 +27,8 @@ options:
     description:
       - Which parts to gather, like M(ansible.builtin.setup)'s option of that name.
       - V(loaded) (C(/proc/modules) and C(/sys/module)), V(builtin), V(config) (C(modprobe.d)),
-        V(boot) (C(modules-load.d) and C(/etc/modules)), V(modinfo) (for the names in O(modinfo)).
+        V(boot) (C(modules-load.d) and C(/etc/modules)), V(modinfo) (for the names in O(modinfo); gathered
+        whenever O(modinfo) names modules, whatever this option says).
       - V(all) means all of them; V(min) only the kernel-wide values, which are always gathered.
       - A name prefixed with C(!) is left out, for example V(!config). V(!all) drops what V(all) adds, but
         subsets named explicitly are still gathered, so V([!all, loaded]) gathers V(min) and V(loaded).
@@ -38,6 +39,7 @@ options:
     description:
       - Module names, aliases or paths of module files to report C(modinfo) for, under
         RV(ansible_facts.kmod.modinfo). Names resolve as C(modinfo) resolves them (indexes only, no C(modprobe.d)).
+      - Naming modules here asks for them, so they are gathered whatever O(gather_subset) says (also with V(min)).
       - A name that resolves to nothing gives V(null) and a warning.
     type: list
     elements: str
@@ -177,7 +179,7 @@ ansible_facts:
             - C(others) holds the same for further modules an alias resolves to; C(text) is exactly what
               C(modinfo NAME) prints for all of them.
             - Null for a name that resolves to nothing.
-          returned: V(modinfo) in O(gather_subset) and O(modinfo) not empty
+          returned: O(modinfo) not empty
           type: dict
           sample: {dummy: {filename: /lib/modules/6.1.0-56-amd64/kernel/drivers/net/dummy.ko, builtin: false,
                            alias: [rtnl-link-dummy], license: GPL, depends: "", intree: "Y", name: dummy,

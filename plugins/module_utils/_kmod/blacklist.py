@@ -12,10 +12,10 @@ import dataclasses
 import functools
 import os
 import stat
-import tempfile
 import typing as t
 
 from .atomic import read_bytes
+from .confdirs import first_by_basename
 from .config import ModprobeConfig
 from .config_edit import ModprobeConfEditor, check_module_name, edit_blacklist, module_key
 from .errors import ConfigError, ModuleLookupError
@@ -38,13 +38,9 @@ def _decode(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
 def _shown(text: str | None) -> str:
     """Text for a diff: bytes that are not UTF-8 become U+FFFD."""
-    return _encode(text or "").decode("utf-8", "replace")
+    return (text or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclasses.dataclass
@@ -120,29 +116,17 @@ def conf_path(paths: KmodPaths, path: str, warnings: list[str]) -> str:
 def _winner(paths: KmodPaths, full: str) -> str | None:
     """Which file libkmod reads under full's basename once full exists (None: full is not
     in a configuration directory). The first directory in libkmod's order wins."""
-    directory, name = os.path.split(full)
-    here = paths.resolve(directory)
-    dirs = [(d, paths.resolve(d)) for d in paths.modprobe_dirs]
-    if here not in {real for _d, real in dirs}:
+    dirs = paths.modprobe_dirs
+    if paths.resolve(os.path.dirname(full)) not in {paths.resolve(d) for d in dirs}:
         return None
-    for d, real in dirs:
-        if real == here:
-            return full
-        if _isfile(resolve_host(os.path.join(d, name))):
-            return os.path.join(d, name)
-    return None
+    name = os.path.basename(full)
+    files = first_by_basename(dirs, lambda n: n == name, present=[full], resolve=paths.resolve)
+    return files[0] if files else None
 
 
 def _isdir(path: str) -> bool:
     try:
         return stat.S_ISDIR(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
-def _isfile(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
 
@@ -186,24 +170,9 @@ def apply(plan: BlacklistPlan, syscalls: Syscalls | None, run: CommandRunner | N
 
 
 def effective_config(plan: BlacklistPlan) -> ModprobeConfig:
-    """The configuration libkmod reads once the plan is applied (in check mode, the file's
-    new text is read from a temporary copy that takes its place)."""
-    on_disk = _decode(read_bytes(plan.path))
-    if (on_disk or "") == plan.after or _winner(plan.paths, plan.path) != plan.path:
-        return ModprobeConfig.load(plan.paths)
-    with tempfile.TemporaryDirectory(prefix="kmod-blacklist-") as tmp:
-        copy = os.path.join(tmp, os.path.basename(plan.path))
-        with open(copy, "wb") as f:
-            f.write(_encode(plan.after))
-        # A file given as a configuration path counts under its basename, before the
-        # directories, so it stands in for plan.path.
-        config = ModprobeConfig.load(plan.paths, config_paths=[copy] + plan.paths.modprobe_dirs)
-    for entries in (config.aliases, config.options, config.install, config.remove,
-                    config.blacklist, config.softdeps, config.weakdeps):
-        entries[:] = [dataclasses.replace(e, source=dataclasses.replace(e.source, path=plan.path))
-                      if e.source.path == copy else e for e in entries]
-    config.files = [plan.path if f == copy else f for f in config.files]
-    return config
+    """The configuration libkmod reads once the plan is applied (in check mode too: the
+    file's new text is read in place of what is on disk)."""
+    return ModprobeConfig.load(plan.paths, texts={plan.path: plan.after})
 
 
 def verify(plan: BlacklistPlan, config: ModprobeConfig | None = None) -> list[dict[str, t.Any]]:

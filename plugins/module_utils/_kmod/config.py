@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 import typing as t
 
 from .atomic import read_file
+from .confdirs import first_by_basename
 from .errors import KmodError
 from .generation import KmodGeneration, detect_generation
 from .names import alias_normalize, fnmatch
-from .paths import KmodPaths, resolve_host
+from .paths import KmodPaths
 
 KCMDLINE_MAX = 4095  # libkmod reads /proc/cmdline into a 4096-byte buffer
 _C_SPACE = " \t\n\v\f\r"  # C isspace() in the "C" locale
@@ -85,50 +85,21 @@ def _is_conf_name(name: str, suffixes: tuple[str, ...] = (".conf", ".alias")) ->
 
 
 def config_files(paths: KmodPaths, config_paths: t.Sequence[str] | None = None,
-                 warnings: list[str] | None = None, generation: KmodGeneration | None = None) -> list[str]:
+                 warnings: list[str] | None = None, generation: KmodGeneration | None = None,
+                 present: t.Iterable[str] = ()) -> list[str]:
     """The files libkmod parses, in its order: one list sorted by basename, the first
     file seen under a basename wins (modules.softdep/weakdep first, then the dirs in order).
 
     ``config_paths`` replaces the modprobe.d directories like ``modprobe -C``; a path that
     is a regular file is taken under its own basename. ``generation``: default detected.
+    ``present``: files counted as existing in their directories (texts not written yet).
     """
     gen = generation if generation is not None else detect_generation(paths)
-    by_name: dict[str, str] = {}
-    for name in ("modules.softdep", "modules.weakdep")[:2 if gen.weakdep else 1]:
-        by_name[name] = os.path.join(paths.moddir, name)
+    seed = {name: os.path.join(paths.moddir, name)
+            for name in ("modules.softdep", "modules.weakdep")[:2 if gen.weakdep else 1]}
     dirs = paths.modprobe_dirs if config_paths is None else list(config_paths)
-    for d in dirs:
-        try:
-            st = os.stat(resolve_host(d))
-        except (OSError, KmodError):
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            by_name.setdefault(os.path.basename(d), d)
-            continue
-        try:
-            entries = os.listdir(d)
-        except OSError as e:
-            if warnings is not None:
-                warnings.append(f"{d}: cannot list directory: {e.strerror}")
-            continue
-        for name in entries:
-            if not _is_conf_name(name, gen.conf_suffixes) or name in by_name:
-                continue
-            full = os.path.join(d, name)
-            if _is_dir(full):
-                if warnings is not None:
-                    warnings.append(f"{full}: directories inside configuration directories are ignored")
-                continue
-            by_name[name] = full
-    return [by_name[name] for name in sorted(by_name, key=lambda n: n.encode("utf-8", "surrogateescape"))]
-
-
-def _is_dir(path: str) -> bool:
-    # Followed inside root (an entry linking to /etc is ROOT/etc, never the host's).
-    try:
-        return stat.S_ISDIR(os.stat(resolve_host(path)).st_mode)
-    except (OSError, KmodError):
-        return False
+    return first_by_basename(dirs, lambda name: _is_conf_name(name, gen.conf_suffixes), seed=seed,
+                             present=present, resolve=paths.resolve, warnings=warnings)
 
 
 def logical_lines(text: str) -> t.Iterator[tuple[int, str, str]]:
@@ -260,15 +231,23 @@ class ModprobeConfig:
     @classmethod
     def load(cls, paths: KmodPaths, cmdline: str | None = None,
              config_paths: list[str] | None = None,
-             generation: KmodGeneration | None = None) -> "ModprobeConfig":
+             generation: KmodGeneration | None = None,
+             texts: t.Mapping[str, str] | None = None) -> "ModprobeConfig":
         """Read the configuration of ``paths`` like libkmod's kmod_config_new.
 
         ``cmdline`` is the kernel command line to take ``mod.param=value`` options and
         ``modprobe.blacklist=`` from; None reads ``/proc/cmdline`` under root (if any),
         "" means none. ``config_paths`` replaces the modprobe.d directories (``modprobe -C``).
+        ``texts``: file path -> text read in place of that file (which need not exist yet),
+        as libkmod will read it once written; it counts only where the file would.
         """
+        texts = texts or {}
         config = cls(generation=generation if generation is not None else detect_generation(paths))
-        for path in config_files(paths, config_paths, config.warnings, config.generation):
+        for path in config_files(paths, config_paths, config.warnings, config.generation, texts):
+            if path in texts:
+                config.files.append(path)
+                config.parse(texts[path], path)
+                continue
             # Read inside root (a symlink to /etc/shadow is ROOT/etc/shadow), regular
             # files only: a FIFO or device would block or never end.
             try:

@@ -16,6 +16,7 @@ import struct
 import typing as t
 
 from .errors import ElfFormatError
+from .file import read_module_bytes
 
 try:
     from elftools.common.exceptions import ELFError
@@ -331,3 +332,10 @@ def parse_module(data: bytes, path: str | None = None) -> ModuleElf:
     if not HAS_PYELFTOOLS:
         raise ElfFormatError("The pyelftools Python library is required to read kernel modules")
     return ModuleElf(data, path)
+
+
+def read_module(path: str) -> ModuleElf:
+    """Read a module file (decompressing .ko.gz/.xz/.zst) and parse it: what libkmod's
+    kmod_module_get_info / kmod_elf_new do with a path."""
+    data, _compression = read_module_bytes(path)
+    return parse_module(data, path)

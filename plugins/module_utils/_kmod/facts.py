@@ -12,10 +12,10 @@ import os
 import typing as t
 
 from .atomic import read_file
+from .confdirs import first_by_basename
 from .config import ModprobeConfig, Source
-from .elf import parse_module
+from .elf import read_module
 from .errors import KmodError, ModuleLookupError
-from .file import read_module_bytes
 from .kstate import KernelState, LoadedModule
 from .modinfo import ModinfoReader, format_modinfo
 from .names import modname_normalize, validate_name
@@ -79,8 +79,11 @@ class FactsGatherer:
         return self._db
 
     def gather(self, subsets: set[str], modinfo_names: t.Sequence[str] = ()) -> tuple[dict[str, t.Any], list[str]]:
-        """(facts, warnings)."""
+        """(facts, warnings). Modules named in ``modinfo_names`` are gathered whatever the
+        subsets: naming them is asking for them."""
         warnings = self.warnings
+        if modinfo_names:
+            subsets = subsets | {"modinfo"}
         facts = self.kernel()
         facts["gathered_subsets"] = sorted(subsets)
         if "loaded" in subsets:
@@ -91,7 +94,7 @@ class FactsGatherer:
             facts["config"] = self.config_view()
         if "boot" in subsets:
             facts["modules_load"] = self.modules_load()
-        if "modinfo" in subsets and modinfo_names:
+        if modinfo_names:
             facts["modinfo"] = self.modinfo(modinfo_names, warnings)
         return facts, warnings
 
@@ -154,7 +157,7 @@ class FactsGatherer:
             if path is None:
                 continue
             try:
-                elf = parse_module(read_module_bytes(path)[0], path)
+                elf = read_module(path)
             except KmodError:
                 continue
             if modname_normalize(elf.this_module_name or "") == kernel_name:
@@ -210,16 +213,9 @@ class FactsGatherer:
             return path
 
     def _modules_load_files(self) -> list[str]:
-        by_name: dict[str, str] = {}
-        for directory in self.paths.modules_load_dirs:
-            try:
-                names = os.listdir(directory)
-            except OSError:
-                continue
-            for name in names:
-                if name.endswith(".conf") and name not in by_name:
-                    by_name[name] = os.path.join(directory, name)
-        return [by_name[n] for n in sorted(by_name)]
+        # systemd skips hidden files (and backups) like libkmod does
+        return first_by_basename(self.paths.modules_load_dirs,
+                                 lambda name: name.endswith(".conf") and not name.startswith("."))
 
     def _read_list(self, path: str, with_args: bool) -> list[dict[str, t.Any]]:
         # Like systemd-modules-load, a file that cannot be read (a FIFO, a directory, a

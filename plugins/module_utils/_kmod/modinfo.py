@@ -15,9 +15,8 @@ import typing as t
 
 from .atomic import read_file
 from .config import ModprobeConfig
-from .elf import parse_module
+from .elf import read_module
 from .errors import ModuleLookupError
-from .file import read_module_bytes
 from .generation import KmodGeneration, detect_generation
 from .names import has_module_extension, modname_from_path
 from .paths import KmodPaths
@@ -107,9 +106,9 @@ def signature_fields(sig: ModuleSignature) -> list[tuple[str, str]]:
 
 def modinfo_from_file(path: str, name: str | None = None) -> ModInfo:
     """ModInfo of a module file (plain or compressed); KmodError naming the file if unusable."""
-    data = read_module_bytes(path)[0]
-    fields = list(parse_module(data, path).modinfo)
-    sig = read_signature(data)
+    elf = read_module(path)
+    fields = list(elf.modinfo)
+    sig = read_signature(elf.data)
     if sig is not None:
         fields += signature_fields(sig)
     return ModInfo(name or modname_from_path(path), path, tuple(fields), sig)

@@ -21,9 +21,8 @@ import typing as t
 from . import kparams
 from .atomic import read_file
 from .config_edit import check_module_name, edit_modules_load, edit_options
-from .elf import ModuleElf, parse_module
+from .elf import ModuleElf, read_module
 from .errors import KmodError, ModuleLookupError
-from .file import read_module_bytes
 from .kstate import KernelState
 from .lock import edit_locked, read_text
 from .names import modname_from_path, modname_normalize, validate_name
@@ -230,18 +229,14 @@ class Planner:
 
     def _elf(self, path: str) -> ModuleElf:
         if path not in self._elves:
-            data, _compression = read_module_bytes(path)
-            self._elves[path] = parse_module(data, path)
+            self._elves[path] = read_module(path)
         return self._elves[path]
 
     def kernel_name_of_file(self, path: str) -> str:
         """The name the kernel registers a module file under (.gnu.linkonce.this_module)."""
         if path not in self._knames:
             # Only the name is kept: holding every image read would cost their whole size.
-            elf = self._elves.get(path)
-            if elf is None:
-                data, _compression = read_module_bytes(path)
-                elf = parse_module(data, path)
+            elf = self._elves.get(path) or read_module(path)
             self._knames[path] = modname_normalize(elf.this_module_name or elf.get("name")
                                                    or modname_from_path(path))
         return self._knames[path]

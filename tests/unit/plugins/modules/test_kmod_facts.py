@@ -207,6 +207,16 @@ def test_modinfo_equals_modinfo_tool(host, run) -> None:
     assert "no_such_module" in json.dumps(res["warnings"])
 
 
+@pytest.mark.parametrize("subset", [["min"], ["!all"], ["loaded"], ["!modinfo"]])
+def test_named_modules_are_gathered_whatever_the_subset(host, run, subset) -> None:
+    """Naming modules in modinfo is asking for them: the subset does not hide them."""
+    tree = host[0]
+    facts = run(tree.root, tree.release, gather_subset=subset, modinfo=["dummy"])["ansible_facts"]["kmod"]
+    assert facts["modinfo"]["dummy"]["text"] == modinfo(tree, "dummy")
+    assert "modinfo" in facts["gathered_subsets"]
+    assert "modinfo" not in run(tree.root, tree.release, gather_subset=subset)["ansible_facts"]["kmod"]
+
+
 def test_bad_input_fails_clearly(host, run) -> None:
     tree = host[0]
     res = run(tree.root, tree.release, gather_subset=["loaded", "!bogus"])

@@ -80,6 +80,28 @@ def test_odd_bytes_equal_modprobe_c(kernel_6_1, tmp_path):
     assert render(ours) == expected
 
 
+def test_texts_read_in_place_of_files_equal_modprobe_c(kernel_6_1, tmp_path):
+    """texts stand in for files as if written: a replaced file, a new one, and one that an
+    earlier directory's file of the same name hides. kmod reads the written copy."""
+    texts = {"etc/modprobe.d/00-override.conf": "blacklist veth\n",
+             "etc/modprobe.d/zz-new.conf": "options dummy numdummies=3\nalias my-new dummy\n",
+             "lib/modprobe.d/00-override.conf": "blacklist hidden\n"}
+    planned, written = tmp_path / "planned", tmp_path / "written"
+    shutil.copytree(FIXTURES / "full", planned)
+    shutil.copytree(FIXTURES / "full", written)
+    for rel, text in texts.items():
+        (written / rel).write_text(text)
+    dirs = [str(written / d / "modprobe.d") for d in CONFIG_DIRS]
+    seen, expected = oracle_config(kernel_6_1, dirs, "")
+    ours = ModprobeConfig.load(KmodPaths(str(kernel_6_1.root), kernel_6_1.release), cmdline=seen,
+                               config_paths=[str(planned / d / "modprobe.d") for d in CONFIG_DIRS],
+                               texts={str(planned / rel): text for rel, text in texts.items()})
+    assert render(ours) == expected and "blacklist veth" in expected
+    assert [f.replace(str(planned), str(written)) for f in ours.files] == \
+        config_files(KmodPaths(str(kernel_6_1.root), kernel_6_1.release), dirs)
+    assert not (planned / "etc/modprobe.d/zz-new.conf").exists(), "nothing is written"
+
+
 def test_sources_and_warnings(kernel_6_1):
     dirs = fixture_dirs("full")
     config = ModprobeConfig.load(KmodPaths(str(kernel_6_1.root), kernel_6_1.release), cmdline="",

@@ -384,8 +384,8 @@ def test_insert_the_kernel_refuses_as_existing_is_no_change(sys61):
 def test_files_are_read_only_where_the_kernel_name_matters(sys61, monkeypatch):
     from ansible_collections.kernel.kmod.plugins.module_utils._kmod import plan as plan_mod
     read: list[str] = []
-    real = plan_mod.read_module_bytes
-    monkeypatch.setattr(plan_mod, "read_module_bytes", lambda path: read.append(path) or real(path))
+    real = plan_mod.read_module
+    monkeypatch.setattr(plan_mod, "read_module", lambda path: read.append(path) or real(path))
     sys61.plan(["nf_nat", "veth", "dummy"])
     assert read == [], "nothing loaded: no file can be a loaded module"
     sys61.kernel.load("dummy")
