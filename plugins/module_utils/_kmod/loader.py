@@ -3,7 +3,9 @@
 
 The syscalls sit behind the ``Syscalls`` protocol so tests can record calls and inject
 errnos; ``LinuxSyscalls`` is the ctypes implementation. Every failure becomes a
-``LoaderError`` whose message names the module and says why (kmod-reference §3.7, §3.10).
+``LoaderError`` whose message names the module and says why (libkmod-module.c
+``kmod_module_insert_module``/``kmod_module_remove_module``; the errno texts of kmod's
+``tools/insmod.c``, ``tools/modprobe.c`` and ``tools/rmmod.c``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 ``Plan``: per requested name what would happen, the actions in order, and a diff. The
 same plan drives check mode and real runs; ``execute.execute()`` performs it.
 
-Removal goes further than ``modprobe -r`` (kmod-reference §3.8), which makes one pass
+Removal goes further than ``modprobe -r`` (``rmmod_do_module`` in kmod's tools/modprobe.c), which makes one pass
 over the module's dep line: every module of the dependency closure (and softdeps) whose
 refcount drops to 0 goes, dependents before their dependencies, iterated until nothing
 more can go.

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""kmod_load and kmod_blacklist as Ansible runs them, with hostile params and names
-(issue 10, item 1): a clear message naming the option, nothing loaded, nothing written.
+"""kmod_load and kmod_blacklist as Ansible runs them, with hostile params and names:
+a clear message naming the option, nothing loaded, nothing written.
 
 (A lone surrogate cannot reach a module through Ansible: AnsibleModule itself fails to
 log such an argument; the engine's own refusal of surrogates is tested in

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Concurrent writers (issue 10, item 3): real processes, not threads (POSIX locks are
+"""Concurrent writers: real processes, not threads (POSIX locks are
 per process), that all plan on the same old text and then apply at once. Without the
 lock and the re-read under it, every writer but the last loses its entries."""
 

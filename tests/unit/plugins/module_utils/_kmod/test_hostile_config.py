@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Hostile input against the files we write (issue 10, items 1 and 4).
+"""Hostile input against the files we write.
 
 Injection: no value given as params or name can form a second line or directive in a
 modprobe.d or modules-load.d file; what can be expressed round-trips, checked with

@@ -31,7 +31,7 @@ def alias_sample(moddir, n: int, seed: int) -> list[str]:
     lines = [ln.split()[1] for ln in (moddir / "modules.alias").read_text().splitlines()
              if ln.startswith("alias ")]
     picked = rng.sample(lines, n)
-    # The families the brief names explicitly, whatever the sample holds.
+    # The alias families named explicitly, whatever the sample holds.
     for family in ("pci:v", "fs-", "net-pf-", "devname:", "char-major-", "usb:v", "acpi*:"):
         picked += [a for a in lines if a.startswith(family)][:3]
     return [concrete(a) for a in picked]
