@@ -74,17 +74,46 @@ gates_tools() {
 
 # --- gates --------------------------------------------------------------------
 
-# ansible-test integration against one real-kernel VM (docs/vm.md), reached over ssh on its
-# forwarded port. $KMOD_GATE_KERNEL picks the kernel (6.12: .ko.xz modules; or 6.1).
-# Extra arguments go to ansible-test (e.g. a target name).
-gate_integration() (
-  local kernel=${KMOD_GATE_KERNEL:-6.12} name="kmod-gates-$$" dir vars port key rc
+# ansible-test integration (tests/integration/targets), in two places:
+# - gate_integration_host: the targets that work on a scratch module tree (kmod_depmod,
+#   kmod_blacklist, kmod_facts) on this host itself (--local), the tree copied from the cached
+#   Debian kernel $KMOD_GATE_KERNEL (default 6.12: .ko.xz modules), this host's kmod the oracle;
+# - gate_integration_vm: kmod_load (loads into the running kernel) in one real-kernel VM
+#   (docs/vm.md), reached over ssh on its forwarded port: each task is an ssh round trip into a
+#   TCG guest, so only what needs a kernel runs there.
+# Extra arguments go to ansible-test (e.g. -v, or target names instead of the defaults).
+gates_integration_targets_host=(kmod_depmod kmod_blacklist kmod_facts)
+gates_integration_targets_vm=(kmod_load)
+
+gates_ansible_test() {
   if ! command -v ansible-test >/dev/null && [[ -x "$KMOD_TEST_CACHE/venv/bin/ansible-test" ]]; then
     export PATH=$KMOD_TEST_CACHE/venv/bin:$PATH VIRTUAL_ENV=$KMOD_TEST_CACHE/venv
   fi
   command -v ansible-test >/dev/null || { echo "ansible-test not found (bash tests/run.sh installs it)"; return 1; }
-  dir=$(gates_collection_copy integration) || return 1
-  gates_private_env integration
+}
+
+gate_integration_host() (
+  local kernel=${KMOD_GATE_KERNEL:-6.12} dir tree root release targets=("$@")
+  gates_ansible_test || return 1
+  tree=$(cd "$gates_repo/tests" && python -c 'import sys, kernels
+t = kernels.pristine_root(sys.argv[1])
+print(t.root, t.release)' "$kernel") || return 1
+  read -r root release <<<"$tree"
+  dir=$(gates_collection_copy integration-host) || return 1
+  gates_private_env integration-host
+  # ansible-test passes this file's variables to every target (setup_kmod_root's source).
+  printf 'kmod_source_root: "%s"\nkmod_source_release: "%s"\n' "$root" "$release" \
+    >"$dir/tests/integration/integration_config.yml"
+  echo "scratch trees from $root, kernel $release"
+  ((${#targets[@]})) || targets=("${gates_integration_targets_host[@]}")
+  (cd "$dir" && ansible-test integration --color no --local "${targets[@]}")
+)
+
+gate_integration_vm() (
+  local kernel=${KMOD_GATE_KERNEL:-6.12} name="kmod-gates-$$" dir vars port key targets=("$@")
+  gates_ansible_test || return 1
+  dir=$(gates_collection_copy integration-vm) || return 1
+  gates_private_env integration-vm
   # ansible-test's pip bootstrap, offline (its cache lives in the private home).
   bash "$gates_repo/tests/utils/seed_get_pip.sh" python3 >/dev/null || return 1
 
@@ -101,11 +130,17 @@ print(v["ansible_port"], v["ansible_ssh_private_key_file"])')
   mkdir -p "$dir/tests/output/.tmp"
   install -m 0600 "$key" "$dir/tests/output/.tmp/id_rsa"
   ssh-keygen -y -f "$key" >"$dir/tests/output/.tmp/id_rsa.pub" || return 1
+  ((${#targets[@]})) || targets=("${gates_integration_targets_vm[@]}")
   (cd "$dir" && ansible-test integration --color no --allow-destructive \
-    --target "ssh:root@127.0.0.1:$port,python=3.11" "$@")
-  rc=$?
-  return "$rc"
+    --target "ssh:root@127.0.0.1:$port,python=3.11" "${targets[@]}")
 )
+
+gate_integration() {
+  local rc=0
+  gate_integration_host "$@" || rc=1
+  gate_integration_vm "$@" || rc=1
+  return "$rc"
+}
 
 # antsibull-nox's sessions (antsibull-nox.toml). Their venvs are kept in the test cache
 # and reused (-r); the copy of the collection they run on is new each time.

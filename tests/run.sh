@@ -3,11 +3,16 @@
 # The whole test suite of kernel.kmod: README's test command, and what .ci/run runs.
 #
 # Usage (as root, Debian 12):  bash tests/run.sh [STAGE...]
-#   Stages, in order: unit python39 vm sanity controllers units build example lint changelog
-#   docs molecule home
-#   (default: all; home checks that no stage changed the user's collection paths).
+#   Stages: unit python39 sanity controllers build example lint changelog docs nox integration
+#   (main lane) and vm integration_vm molecule (guest lane), then home (checks that no stage
+#   changed the user's collection paths). Default: all of them but units (ansible-test units
+#   runs the same tests as unit, under the same Python: `bash tests/run.sh units` still works).
 #   It first installs what it needs: Debian packages (apt-get) and the Python tools of
 #   requirements-test.txt in a virtual environment ($KMOD_VENV, default under the test cache).
+# Two lanes (KMOD_LANES=1: one): the guest lane's stages each keep one qemu guest (one core,
+# TCG) busy and run one after the other beside the main lane; their output goes to a log per
+# stage (printed whole when the stage fails, kept in $KMOD_TEST_CACHE/logs/run-*), the main
+# lane prints as it goes.
 # Each stage prints its time; the last line is "N passed, N failed[, N skipped]" over the
 # stages, and the exit status is non-zero when any stage failed.
 set -uo pipefail
@@ -16,14 +21,19 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KMOD_TEST_CACHE=${KMOD_TEST_CACHE:-/var/cache/kernel-kmod-tests}
 venv=${KMOD_VENV:-$KMOD_TEST_CACHE/venv}
 python=${PYTHON:-python3}
-all_stages=(unit python39 vm sanity controllers units build example lint changelog docs molecule home)
+all_stages=(unit python39 vm sanity controllers units build example lint changelog docs nox integration
+  integration_vm molecule home)
+default_stages=(unit python39 vm sanity controllers build example lint changelog docs nox integration
+  integration_vm molecule home)
+# Stages that spend their time in qemu guests: the second lane.
+guest_lane=(vm integration_vm molecule)
+lanes=${KMOD_LANES:-2}
 apt_packages=(kmod qemu-system-x86 qemu-utils debootstrap busybox-static xz-utils zstd
   e2fsprogs cpio openssh-client git shellcheck python3-venv ca-certificates)
 
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 ANSIBLE_NOCOLOR=1
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
-passed=() failed=() skipped=()
 SKIP=77 # a stage's exit status for "nothing to run here" (automake's convention)
 # Scratch space beside the kernel cache: scratch trees are hard links into it.
 mkdir -p "$KMOD_TEST_CACHE"
@@ -38,6 +48,9 @@ source "$repo/tests/pythons.sh"
 source "$repo/tests/controllers.sh"
 source "$repo/tests/gates.sh"
 stage_docs() { gate_docs; }
+stage_nox() { gate_nox "$@"; }
+stage_integration() { gate_integration_host; }
+stage_integration_vm() { gate_integration_vm; }
 
 log() { printf '\n=== %s ===\n' "$*"; }
 
@@ -204,22 +217,40 @@ stage_home() {
 
 # --- driver -----------------------------------------------------------------
 
+# Each stage's result is a line "NAME STATUS SECONDS" in $results (the guest lane is a
+# subshell: it cannot add to this shell's arrays).
+results=$work/results
+: >"$results"
+record() {
+  local name=$1 rc=$2 took=$3
+  echo "$name $rc $took" >>"$results"
+  case $rc in
+    0) echo "--- $name: passed (${took} s)" ;;
+    "$SKIP") echo "--- $name: skipped (${took} s)" ;;
+    *) echo "--- $name: FAILED, status $rc (${took} s)" ;;
+  esac
+}
+
 run_stage() {
   local name=$1 start=$SECONDS rc
   log "$name"
   # A subshell keeps what a stage exports (collections paths...) to itself.
   (cd "$repo" && "stage_$name")
   rc=$?
-  local took=$((SECONDS - start))
-  case $rc in
-    0) passed+=("$name"); echo "--- $name: passed (${took} s)" ;;
-    "$SKIP") skipped+=("$name"); echo "--- $name: skipped (${took} s)" ;;
-    *) failed+=("$name"); echo "--- $name: FAILED, status $rc (${took} s)" ;;
-  esac
+  record "$name" "$rc" $((SECONDS - start))
+}
+
+# The same, output to the stage's log: one line when it starts, the result when it ends.
+run_stage_logged() {
+  local name=$1 start=$SECONDS rc
+  echo "=== $name (guest lane, log: $logs/$name.log) ==="
+  (cd "$repo" && "stage_$name") >"$logs/$name.log" 2>&1
+  rc=$?
+  record "$name" "$rc" $((SECONDS - start))
 }
 
 stages=("$@")
-((${#stages[@]})) || stages=("${all_stages[@]}")
+((${#stages[@]})) || stages=("${default_stages[@]}")
 for s in "${stages[@]}"; do
   [[ " ${all_stages[*]} " == *" $s "* ]] ||
     { echo "unknown stage '$s' (stages: ${all_stages[*]})"; exit 2; }
@@ -234,7 +265,42 @@ if ! install_debian_packages || ! install_python_tools; then
 fi
 echo "--- set-up: done ($((SECONDS - start)) s)"
 
-for s in "${stages[@]}"; do run_stage "$s"; done
+main=() guests=() last=()
+for s in "${stages[@]}"; do
+  if [[ $s == home ]]; then last+=("$s")
+  elif ((lanes > 1)) && [[ " ${guest_lane[*]} " == *" $s "* ]]; then guests+=("$s")
+  else main+=("$s"); fi
+done
+# One lane when there is nothing to run beside it.
+((${#main[@]})) || { main=("${guests[@]}"); guests=(); }
+if ((${#guests[@]})); then
+  mkdir -p "$KMOD_TEST_CACHE/logs"
+  logs=$(mktemp -d "$KMOD_TEST_CACHE/logs/run-$(date +%Y%m%dT%H%M%S)-XXXX")
+  echo "guest lane: ${guests[*]} (beside: ${main[*]})"
+  ( for s in "${guests[@]}"; do run_stage_logged "$s"; done ) &
+  guest_pid=$!
+fi
+for s in "${main[@]}"; do run_stage "$s"; done
+if ((${#guests[@]})); then
+  wait "$guest_pid"
+  while read -r name rc _took; do
+    if [[ " ${guests[*]} " == *" $name "* ]] && ((rc != 0 && rc != SKIP)); then
+      log "$name (guest lane): log"
+      cat "$logs/$name.log"
+    fi
+  done <"$results"
+fi
+for s in "${last[@]}"; do run_stage "$s"; done
+
+passed=() failed=() skipped=()
+for s in "${stages[@]}"; do
+  read -r _name rc _took < <(grep "^$s " "$results") || continue
+  case $rc in
+    0) passed+=("$s") ;;
+    "$SKIP") skipped+=("$s") ;;
+    *) failed+=("$s") ;;
+  esac
+done
 
 log "summary"
 printf '%-10s %s\n' "passed:" "${passed[*]:-}" "failed:" "${failed[*]:-}" "skipped:" "${skipped[*]:-}"

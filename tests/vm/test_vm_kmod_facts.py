@@ -68,20 +68,3 @@ def test_facts_match_proc_sys_lsmod(vm: VM) -> None:
     assert set(kmod["builtin"]) >= {line.rsplit("/", 1)[1].split(".")[0].replace("-", "_") for line in
                                     guest(vm, f"cat /lib/modules/{vm.image.release}/modules.builtin").split()}
 
-
-def test_config_and_boot_lists(vm: VM) -> None:
-    vm.put("blacklist pcspkr\noptions dummy numdummies=2\n", "/etc/modprobe.d/kmod-facts-test.conf")
-    vm.put("dummy\n", "/etc/modules-load.d/kmod-facts-test.conf")
-    try:
-        kmod = facts(vm, gather_subset=["!all", "config", "boot"])
-        modprobe_c = guest(vm, "modprobe -c").splitlines()
-    finally:
-        vm.run("rm -f /etc/modprobe.d/kmod-facts-test.conf /etc/modules-load.d/kmod-facts-test.conf",
-               check=True)
-    assert "loaded" not in kmod and kmod["gathered_subsets"] == ["boot", "config"]
-    cfg = kmod["config"]
-    assert [f"blacklist {b['module']}" for b in cfg["blacklist"]] == \
-        [line for line in modprobe_c if line.startswith("blacklist ")]
-    assert {"module": "pcspkr", "file": "/etc/modprobe.d/kmod-facts-test.conf", "line": 1} in cfg["blacklist"]
-    assert {"module": "dummy", "file": "/etc/modules-load.d/kmod-facts-test.conf", "line": 1} in \
-        kmod["modules_load"]

@@ -46,7 +46,7 @@ _LAYOUT = {
 
 
 class Section(t.NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index, as the field name we want)
     name: str
     type: int
     flags: int
@@ -229,7 +229,7 @@ class ModuleElf:
                     self._symcache = [(n, i, x, v) for n, v, i, x in rows]
                 else:
                     self._symcache = list(rows)
-        return self._symcache or None
+        return self._symcache if isinstance(self._symcache, list) and self._symcache else None
 
     def exports(self) -> list[tuple[str, int]]:
         """(symbol, crc) the module exports, by depmod's rules (kmod_elf_get_symbols)."""
@@ -238,8 +238,9 @@ class ModuleElf:
     def exports_raw(self) -> list[tuple[bytes, int]]:
         """exports() with undecoded names, for bulk consumers (depmod)."""
         syms = self._symbols()
-        if syms is not None:
-            base, size = self._span(b".strtab")
+        strtab = self._span(b".strtab")
+        if syms is not None and strtab is not None:  # (_symbols() checked that .strtab exists)
+            base, size = strtab
             data = self.data
             if max(map(operator.itemgetter(0), syms)) < size:
                 # offsets in .strtab where a name starting with __crc_ can begin
@@ -296,9 +297,10 @@ class ModuleElf:
     def undefined_raw(self) -> list[tuple[bytes, int, bool]]:
         """undefined() with undecoded names, for bulk consumers (depmod)."""
         syms = self._symbols()
-        if syms is None:
+        strtab = self._span(b".strtab")
+        if syms is None or strtab is None:  # (_symbols() checked that .strtab exists)
             return []
-        base, size = self._span(b".strtab")
+        base, size = strtab
         undef = [(n, i) for n, i, x, _value in syms if x == SHN_UNDEF]
         if self.machine in ("EM_SPARC", "EM_SPARCV9"):
             undef = [(n, i) for n, i in undef if i & 0xF != STT_REGISTER]

@@ -18,7 +18,7 @@ from .errors import KmodError, ModuleFileError
 try:
     import zstandard
 except ImportError:  # the zstd command line tool is the fallback
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 
 # libkmod recognises compression by magic, never by file name.
 _MAGICS = (
@@ -144,6 +144,7 @@ def _zstd_tool(tool: str, data: bytes, path: str, limit: int) -> bytes:
     # The engine has no AnsibleModule (so no run_command): a pipe to zstd, no shell, no user text.
     proc = subprocess.Popen([tool, "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=ansible-bad-function
                             stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None  # (both are pipes)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)
     feeder.start()
     out: list[bytes] = []

@@ -394,7 +394,7 @@ def _text_lines(path: str) -> list[str]:
 
 
 def _dep_entries(moddir: str) -> list[tuple[str, str, int]]:
-    entries = []
+    entries: list[tuple[str, str, int]] = []
     for line in _text_lines(os.path.join(moddir, "modules.dep")):
         path, sep = line.partition(":")[:2]
         if sep:

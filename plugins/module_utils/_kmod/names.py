@@ -71,7 +71,7 @@ def _fnmatch_regex(pattern: str) -> list[tuple[re.Pattern[str], int]]:
     the opening bracket (or its negation) is literal.
     """
     runs: list[tuple[re.Pattern[str], int]] = []
-    out = []
+    out: list[str] = []
     i = 0
     n = len(pattern)
     while i < n:
