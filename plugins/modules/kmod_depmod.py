@@ -177,102 +177,37 @@ elapsed:
   sample: 1.82
 """
 
-import os
 import time
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
-    Depmod, default_cache_file, publish, read_output, stale_files)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod_plan import apply, plan_depmod
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.lock import find_stale_temps
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths, check_path_value
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
-# The text indexes whose changes the diff shows, line by line (modules.symbols would
-# add hundreds of lines per module for little insight).
-DIFF_FILES = ("modules.dep", "modules.alias", "modules.softdep", "modules.devname")
-
-
-def summary_diff(moddir: str, old: dict[str, bytes | None], new: dict[str, bytes]) -> dict[str, str]:
-    """Lines that disappear from or appear in modules.dep, .alias, .softdep and .devname:
-    modules added, removed, or with other dependencies or aliases (not index bytes)."""
-    before, after = [], []
-    for name in DIFF_FILES:
-        old_lines = set((old[name] or b"").decode("utf-8", "replace").splitlines())
-        new_lines = set(new[name].decode("utf-8", "replace").splitlines())
-        removed, added = sorted(old_lines - new_lines), sorted(new_lines - old_lines)
-        if removed or added:
-            before += [f"# {name}"] + removed
-            after += [f"# {name}"] + added
-    return {
-        "before_header": f"{moddir} (changed lines of {', '.join(DIFF_FILES)})",
-        "after_header": f"{moddir} (changed lines of {', '.join(DIFF_FILES)})",
-        "before": "".join(line + "\n" for line in before),
-        "after": "".join(line + "\n" for line in after),
-    }
-
-
-def run(params: dict[str, t.Any], check_mode: bool) -> tuple[dict[str, t.Any], list[str]]:
+def run(params: dict[str, t.Any], check_mode: bool, diff: bool) -> tuple[dict[str, t.Any], list[str]]:
+    """Plan, apply unless check_mode; the result and the warnings."""
     start = time.monotonic()
-    if params["jobs"] < 0:
-        raise KmodError(f"jobs must be 0 (one per CPU) or more, not {params['jobs']}")
-    # KmodPaths checks root and kernel_release (one component starting "N.N", as depmod's
-    # is_version_number); the other paths are checked here to name their option.
-    paths = KmodPaths.from_params(params)
-    for option in ("system_map", "symvers", "cache_dir"):
-        if params[option]:
-            check_path_value(params[option], option)
-    for value in params["config_dirs"] or ():
-        check_path_value(value, "config_dirs")
-    system_map = params["system_map"] and paths.under(params["system_map"])
-    symvers = params["symvers"] and paths.under(params["symvers"])
-    if params["check_unresolved"] and not (system_map or symvers):
-        system_map = paths.under("boot", f"System.map-{paths.kernel_release}")
-        if not os.path.isfile(system_map):
-            raise KmodError(f"check_unresolved needs the kernel's symbols: {system_map} does not exist; "
-                            "set system_map or symvers", path=system_map)
-    config_dirs = params["config_dirs"]
-    depmod = Depmod(
-        paths,
-        config_paths=None if config_dirs is None else [paths.under(d) for d in config_dirs],
-        system_map=system_map, symvers=symvers, check_unresolved=params["check_unresolved"],
-        jobs=params["jobs"] or None,
-        cache_file=default_cache_file(paths, params["cache_dir"]) if params["cache"] else None,
-    )
-    out: dict[str, t.Any] = {"moddir": paths.moddir, "kmod_generation": depmod.generation.as_result()}
-    known = depmod.up_to_date()
-    files: dict[str, bytes] = {}
-    result = None
-    if known is not None:  # the cache vouches for every input and every file on disk
-        warnings, unresolved = list(known.warnings), known.unresolved
-        out.update(files_changed=[], module_count=known.module_count, diff={"before": "", "after": ""})
-    else:
-        result = depmod.build()
-        files = result.files
-        warnings, unresolved = result.warnings, result.unresolved
-        old = {name: read_output(os.path.join(paths.moddir, name)) for name in DIFF_FILES}
-        out.update(files_changed=stale_files(paths.moddir, files), module_count=len(result.modules),
-                   diff=summary_diff(paths.moddir, old, files))
-    # A run killed while writing leaves its temporary files behind: the next one removes them.
-    if check_mode:
-        leftovers = find_stale_temps(paths.moddir)
-    else:
-        published = publish(paths.moddir, files)
-        leftovers = published.removed
-        warnings += published.warnings
-        if result is not None:
-            depmod.save_cache(result)
-    if leftovers:
-        warnings.append(f"{'Would remove' if check_mode else 'Removed'} {len(leftovers)} temporary file(s) "
-                        f"left in {paths.moddir} by an interrupted run: {', '.join(leftovers)}")
-    out["changed"] = bool(out["files_changed"] or leftovers)
+    plan = plan_depmod(
+        KmodPaths.from_params(params), config_dirs=params["config_dirs"], system_map=params["system_map"],
+        symvers=params["symvers"], check_unresolved=params["check_unresolved"], jobs=params["jobs"],
+        cache_dir=params["cache_dir"] if params["cache"] else None)
+    out: dict[str, t.Any] = {"moddir": plan.moddir, "kmod_generation": plan.generation.as_result(),
+                             "files_changed": plan.files_changed, "module_count": plan.module_count,
+                             "changed": plan.changed}
+    if diff:  # decoding the old and new texts costs time on big trees: only when shown
+        out["diff"] = plan.diff()
+    if not check_mode:
+        apply(plan)
+        out["changed"] = plan.changed
+    warning = plan.leftover_warning(applied=not check_mode)
     if params["check_unresolved"]:
-        out["unresolved"] = unresolved
+        out["unresolved"] = plan.unresolved
     out["elapsed"] = round(time.monotonic() - start, 3)
-    return out, warnings
+    return out, plan.warnings + ([warning] if warning else [])
 
 
 def main() -> t.NoReturn:
@@ -289,13 +224,11 @@ def main() -> t.NoReturn:
         supports_check_mode=True,
     )
     try:
-        result, warnings = run(module.params, module.check_mode)
+        result, warnings = run(module.params, module.check_mode, module._diff)
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
     for warning in warnings:
         module.warn(warning)
-    if not module._diff:
-        del result["diff"]
     module.exit_json(**result)
 
 

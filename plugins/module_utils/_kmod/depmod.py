@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """depmod in Python: the modules.* indexes of a module tree, byte-identical to kmod's.
 
-``Depmod(paths, ...).build()`` only computes (nothing is written); ``write_indexes``
-publishes the result file by file, leaving files whose bytes are unchanged untouched.
+``Depmod(paths, ...).build()`` only computes (nothing is written): it walks the tree,
+reads the modules (in worker processes), links symbols into dependencies and sorts
+them; depmod_output.py turns that into each file's bytes, depmod_plan.py decides what
+to write and publishes it, depmod_cache.py remembers a run for the next one.
 The order of everything follows tools/depmod.c of kmod 30: readdir-order walk with
 depmod.d duplicate rules, hash-table module order re-sorted by modules.order, LIFO
 topological sort, index tries. What differs between kmod 30 and kmod 34 (the .bin
@@ -14,29 +16,24 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import errno
 import functools
-import hashlib
 import itertools
-import marshal
 import multiprocessing
 import os
 import re
-import stat
-import sys
 import typing as t
 
-from . import atomic
-from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig, file_kind
+from . import depmod_output as output
+from .depmod_cache import options_key
+from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
+from .depmod_files import (
+    StatKey, check_moddir, check_output, input_key, path_key, read_input, reason, walk_listing)
 from .elf import parse_module
 from .errors import DependencyCycleError, KmodError
 from .file import read_module_bytes
 from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
-from .index_writer import IndexBuilder
-from .names import MODULE_EXTENSIONS, alias_normalize, modname_normalize
-from .lock import locked_dir, remove_stale_temps
-from .paths import PathError, open_file, resolve_host
+from .names import MODULE_EXTENSIONS, modname_normalize
 
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
@@ -48,20 +45,15 @@ OUTPUT_FILES = (
     "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
     "modules.devname",
 )
-# Bump when the cache file's structure changes. (Code changes are covered by _engine_digest.)
-CACHE_FORMAT = 1
 # Below this many modules to read, forking workers costs more than it saves.
 _PARALLEL_MIN = 64
 _PATH_MAX = 4096
-_CACHE_FILES = 8  # module trees remembered per cache directory
 
 # What depmod needs from one module, packed so that it crosses process boundaries
 # (and the cache) cheaply: (error or None, export names, export CRCs, undefined names,
 # undefined weak flags, undefined CRCs, [(modinfo key, value)] for alias/softdep/weakdep).
 # Names are NUL-joined bytes, CRCs native u64 arrays, weak flags one byte each.
-Scan = tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, list[tuple[str, str]]]
-# (size, mtime_ns, ctime_ns, inode, device): a file with the same key has the same content
-StatKey = tuple[int, int, int, int, int]
+Scan = t.Tuple[t.Optional[str], bytes, bytes, bytes, bytes, bytes, t.List[t.Tuple[str, str]]]
 T = t.TypeVar("T")
 
 
@@ -108,12 +100,12 @@ class Module:
 
     @functools.cached_property
     def name_bytes(self) -> bytes:
-        return _enc(self.name)
+        return output.enc(self.name)
 
     @functools.cached_property
     def shown_path(self) -> bytes:
         """How modules.dep names the file: relative to the module directory if inside it."""
-        return _enc(self.relpath if self.relpath is not None else self.path)
+        return output.enc(self.relpath if self.relpath is not None else self.path)
 
     @property
     def uncrelpath(self) -> str | None:
@@ -124,22 +116,20 @@ class Module:
 
 
 @dataclasses.dataclass
-class DepmodSummary:
-    module_count: int
-    warnings: list[str]
-    unresolved: list[dict[str, str]]  # {"module", "path", "symbol"}; only when check_unresolved
-
-
-@dataclasses.dataclass
 class DepmodResult:
     files: dict[str, bytes]  # generation.depmod_files -> content
     modules: list[Module]  # array order
     warnings: list[str]
     unresolved: list[dict[str, str]]
-    fingerprint: str  # of every input (see Depmod._inputs)
     scans: dict[str, Scan]
-    stat_keys: dict[str, StatKey]
+    stat_keys: dict[str, StatKey]  # of each module file, taken before it was read
     generation: KmodGeneration = dataclasses.field(default_factory=KmodGeneration)
+    # what depmod_cache needs to vouch for a later run: options_key, the directories walked
+    # and the input files (path, option, StatKey or None if absent), keys taken before reading
+    options: tuple[t.Any, ...] = ()
+    dirs: list[tuple[str, StatKey | None]] = dataclasses.field(default_factory=list)
+    inputs: list[tuple[str, str, StatKey | None]] = dataclasses.field(default_factory=list)
+    listing: tuple[list[str], tuple[str, ...], list[str] | None] | None = None  # see Depmod.listing
 
 
 class Depmod:
@@ -149,16 +139,18 @@ class Depmod:
     ``system_map``/``symvers``: kernel symbols, like ``depmod -F``/``-E``.
     ``check_unresolved``: report undefined symbols nothing provides, like ``depmod -e``.
     ``jobs``: worker processes for reading modules (default: usable CPUs).
-    ``cache_file``: where parsed modules are remembered between runs (None: no cache).
+    ``known``: modules parsed before, by path, each with its file's StatKey then
+    (DepmodCache.scans); a file whose key is unchanged is not read again.
     ``generation``: the kmod whose output to reproduce (default: ``detect_generation``).
+    ``config``: depmod.d as already loaded from config_paths (default: load it).
     """
 
     def __init__(self, paths: KmodPaths, config_paths: list[str] | None = None,
                  system_map: str | None = None, symvers: str | None = None,
                  check_unresolved: bool = False, jobs: int | None = None,
-                 cache_file: str | None = None,
+                 known: dict[str, tuple[StatKey, Scan]] | None = None,
                  extensions: tuple[str, ...] = MODULE_EXTENSIONS,
-                 generation: KmodGeneration | None = None) -> None:
+                 generation: KmodGeneration | None = None, config: DepmodConfig | None = None) -> None:
         self.paths = paths
         self.generation = generation if generation is not None else detect_generation(paths)
         self.dirname = paths.moddir
@@ -167,22 +159,38 @@ class Depmod:
         self.symvers = symvers
         self.check_unresolved = check_unresolved
         self.jobs = jobs or len(os.sched_getaffinity(0))
-        self.cache_file = cache_file
+        self.known = known or {}
         self.extensions = extensions
         self.warnings: list[str] = []
-        self._inputs_read: dict[str, bytes | None] = {}
+        self.dirs: list[tuple[str, StatKey | None]] = []  # every directory walked but dirname
+        # dirname's entries as the walk saw them: (skip, extensions, walk_listing(...))
+        self.listing: tuple[list[str], tuple[str, ...], list[str] | None] | None = None
+        self.inputs: dict[str, tuple[str, StatKey | None, bytes | None]] = {}  # path -> option, key, bytes
+        self._config = config
+
+    @property
+    def config(self) -> DepmodConfig:
+        if self._config is None:
+            self._config = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
+        return self._config
+
+    def options_key(self) -> tuple[t.Any, ...]:
+        return options_key(self.dirname, self.paths.kernel_release, self.config, self.generation,
+                           self.extensions, self.check_unresolved, self.symvers, self.system_map)
 
     # -- discovery -------------------------------------------------------------------
 
     def find_modules(self, cfg: DepmodConfig) -> dict[str, Module]:
         """Walk the module directory, then each external one, resolving duplicate names."""
-        _check_moddir(self.dirname)
+        check_moddir(self.dirname)
         by_name: dict[str, Module] = {}
         by_uncrelpath: dict[str, Module] = {}
         skip = {"build", "source", *cfg.excludes}
         for top in [self.dirname, *reversed(cfg.externals)]:
             if os.path.isdir(top):
                 self._walk(top, skip, cfg, by_name, by_uncrelpath)
+            else:  # one that appears later must be walked then
+                self.dirs.append((top, path_key(top)))
         return by_name
 
     def _walk(self, top: str, skip: set[str], cfg: DepmodConfig,
@@ -192,6 +200,11 @@ class Depmod:
         stack: list[t.Iterator[os.DirEntry[str]]] = []
 
         def enter(directory: str) -> None:
+            # the key before the listing: an entry added or removed after it changes the key
+            if directory == self.dirname:
+                self.listing = (sorted(skip), self.extensions, walk_listing(directory, skip, self.extensions))
+            else:
+                self.dirs.append((directory, path_key(directory)))
             if len(directory) >= _PATH_MAX:  # where depmod's openat fails too
                 self.warnings.append(f"path too long, not searched: {directory[:200]}...")
                 return
@@ -212,7 +225,7 @@ class Depmod:
                     is_dir = entry.is_dir()
                     is_module = not is_dir and entry.is_file() and entry.name.endswith(self.extensions)
                 except OSError as exc:  # e.g. a symlink loop: depmod reports it and goes on
-                    self.warnings.append(f"cannot stat {entry.path}: {_reason(exc)}")
+                    self.warnings.append(f"cannot stat {entry.path}: {reason(exc)}")
                     continue
                 if is_dir:
                     enter(entry.path)
@@ -304,7 +317,7 @@ class Depmod:
 
     def scan(self, mods: list[Module], keys: dict[str, StatKey]) -> dict[str, Scan]:
         """scan_module for every module, in parallel, reusing cached results of unchanged files."""
-        cached = self._cache.get("modules", {})
+        cached = self.known
         results: dict[str, Scan] = {}
         todo = []
         for mod in mods:
@@ -327,89 +340,14 @@ class Depmod:
         results.update((path, scan_module(path)) for path in todo)
         return results
 
-    @functools.cached_property
-    def _cache(self) -> dict[str, t.Any]:
-        if not self.cache_file:
-            return {}
-        try:
-            with open(self.cache_file, "rb") as f:
-                if not _trusted(os.fstat(f.fileno())):
-                    return {}
-                data = marshal.load(f)
-        except (OSError, EOFError, ValueError, TypeError):
-            return {}
-        if not isinstance(data, dict) or data.get("format") != _cache_format() or data.get("moddir") != self.dirname:
-            return {}
-        return data
-
-    def save_cache(self, result: DepmodResult) -> None:
-        """Remember the parsed modules and a summary of result for the next run."""
-        if not self.cache_file or _cache_format() is None:
-            return
-        summary = {
-            "fingerprint": result.fingerprint,
-            "digests": {name: hashlib.sha256(data).hexdigest() for name, data in result.files.items()},
-            "module_count": len(result.modules), "warnings": result.warnings, "unresolved": result.unresolved,
-        }
-        modules = {p: (result.stat_keys[p], r) for p, r in result.scans.items()
-                   if p in result.stat_keys and r[0] is None}
-        data = marshal.dumps({"format": _cache_format(), "moddir": self.dirname, "modules": modules,
-                              "summary": summary})
-        cache_dir = os.path.dirname(self.cache_file)
-        try:
-            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-            with locked_dir(cache_dir) as locked:
-                remove_stale_temps(cache_dir, locked, self.warnings)
-                if os.path.lexists(self.cache_file) and not _trusted(os.lstat(self.cache_file)):
-                    atomic.remove_if_exists(self.cache_file)
-                atomic.write_if_changed(self.cache_file, data, 0o600)
-                _prune_cache_dir(cache_dir, keep=self.cache_file)
-        except (OSError, ValueError, KmodError) as exc:  # a cache that cannot be written only costs time
-            self.warnings.append(f"cannot write cache {self.cache_file}: {exc}")
-
-    def up_to_date(self) -> DepmodSummary | None:
-        """The cached summary, if every input is as it was when it was made and every
-        output file still has the bytes that run computed; None means build()."""
-        summary = self._cache.get("summary")
-        if not summary or summary["fingerprint"] != self._inputs[3]:
-            return None
-        for name, digest in summary["digests"].items():
-            data = read_output(os.path.join(self.dirname, name))
-            if data is None or hashlib.sha256(data).hexdigest() != digest:
-                return None
-        return DepmodSummary(summary["module_count"], summary["warnings"], summary["unresolved"])
-
-    @functools.cached_property
-    def _inputs(self) -> tuple[DepmodConfig, dict[str, Module], dict[str, StatKey], str]:
-        """Configuration, the modules found, their stat keys, and a fingerprint of
-        everything depmod's output depends on."""
-        _check_moddir(self.dirname)
-        check_outputs(self.dirname)  # before anything reads them (up_to_date does)
-        cfg = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
-        self.warnings.extend(cfg.warnings)
-        by_name = self.find_modules(cfg)
-        keys: dict[str, StatKey] = {}
-        for mod in by_name.values():
-            try:
-                st = os.stat(mod.path)
-            except OSError:
-                continue  # scan_module reports the error
-            keys[mod.path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-        aux = [os.path.join(self.dirname, n) for n in ("modules.order", "modules.builtin", "modules.builtin.modinfo")]
-        aux += [p for p in (self.symvers, self.system_map) if p]
-        digest = hashlib.sha256(marshal.dumps((
-            _cache_format(), self.dirname, self.paths.kernel_release, self.extensions, self.check_unresolved,
-            self.symvers, self.system_map, self.generation.version, sorted((m.path, keys.get(m.path)) for m in by_name.values()),
-            [(p, self._input(p)) for p in aux], list(self.warnings),
-        )))
-        return cfg, by_name, keys, digest.hexdigest()
-
     def _input(self, path: str) -> bytes | None:
-        """An auxiliary input (modules.order, System.map, ...), read once per run."""
-        if path not in self._inputs_read:
-            label = {self.symvers: "symvers", self.system_map: "system_map"}.get(path, "")
-            self._inputs_read[path] = read_input(path, label)
-        return self._inputs_read[path]
+        """An input file (modules.order, System.map, ...), read once per run; its StatKey
+        is taken first, for the cache."""
+        if path not in self.inputs:
+            option = {self.symvers: "symvers", self.system_map: "system_map"}.get(path, "")
+            key = input_key(path, option)
+            self.inputs[path] = (option, key, read_input(path, option) if key is not None else None)
+        return self.inputs[path][2]
 
     # -- symbols and dependencies ------------------------------------------------------
 
@@ -489,7 +427,19 @@ class Depmod:
 
     def build(self) -> DepmodResult:
         """Compute every output file; raises KmodError (e.g. DependencyCycleError) instead."""
-        by_name, keys, fingerprint = self._inputs[1:]
+        check_moddir(self.dirname)
+        for name in self.generation.depmod_files:  # fail before the work, not when publishing
+            check_output(os.path.join(self.dirname, name))
+        cfg = self.config
+        self.warnings.extend(cfg.warnings)
+        by_name = self.find_modules(cfg)
+        keys: dict[str, StatKey] = {}
+        for mod in by_name.values():
+            key = path_key(mod.path)
+            if key is not None:  # else scan_module reports the error
+                keys[mod.path] = key
+        for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):  # fail early
+            self._input(os.path.join(self.dirname, name))
         mods = self.order(by_name)
         symbols = self.kernel_symbols()
         scans = self.scan(mods, keys)
@@ -500,17 +450,21 @@ class Depmod:
         files = dict.fromkeys(gen.depmod_files, b"")
         # The alias trie is the biggest part: build it in a forked child (which inherits
         # mods) while this process builds the others.
-        other_half = self._in_child(lambda warnings: _aliases(mods, warnings, pre))
-        files["modules.dep"], files["modules.dep.bin"] = _deps(mods, pre)
-        files["modules.symbols"], files["modules.symbols.bin"] = _symbols(symbols, pre)
-        files["modules.softdep"] = _softdeps(mods)
+        other_half = self._in_child(lambda warnings: output.aliases(mods, warnings, pre))
+        files["modules.dep"], files["modules.dep.bin"] = output.deps(mods, pre)
+        files["modules.symbols"], files["modules.symbols.bin"] = output.symbols(symbols, pre)
+        files["modules.softdep"] = output.softdeps(mods)
         if gen.weakdep:
-            files["modules.weakdep"] = _weakdeps(mods)
-        files["modules.builtin.bin"] = _builtin_index(self.dirname, self.warnings, pre)
-        files["modules.builtin.alias.bin"] = _builtin_alias_index(self.dirname, self.warnings, pre)
-        files["modules.devname"] = _devnames(mods, self.warnings)
+            files["modules.weakdep"] = output.weakdeps(mods)
+        builtin = self._input(os.path.join(self.dirname, "modules.builtin"))
+        files["modules.builtin.bin"] = output.builtin_index(builtin, self.warnings, pre)
+        modinfo = self._input(os.path.join(self.dirname, "modules.builtin.modinfo"))
+        files["modules.builtin.alias.bin"] = output.builtin_alias_index(modinfo, self.warnings, pre)
+        files["modules.devname"] = output.devnames(mods, self.warnings)
         files["modules.alias"], files["modules.alias.bin"] = other_half()
-        return DepmodResult(files, mods, self.warnings, unresolved, fingerprint, scans, keys, gen)
+        inputs = [(path, option, key) for path, (option, key, _data) in self.inputs.items()]
+        return DepmodResult(files, mods, self.warnings, unresolved, scans, keys, gen,
+                            self.options_key(), self.dirs, inputs, self.listing)
 
     def _in_child(self, work: t.Callable[[list[str]], T]) -> t.Callable[[], T]:
         """Start work(warnings) in a forked process; the returned function waits for its
@@ -549,344 +503,11 @@ class Depmod:
         return result
 
 
-@functools.lru_cache(maxsize=None)
-def _cache_format() -> str | None:
-    """CACHE_FORMAT plus a digest of the engine's source and the Python version: a cache
-    made by other code (an older collection) is never used. None when the source is not
-    available, which disables the cache."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT} {sys.version}".encode())
-    for name in (__name__, *(f"{__package__}.{m}" for m in (
-            "atomic", "depmod_config", "elf", "errors", "file", "hashtable", "index_writer", "names"))):
-        module = sys.modules.get(name)
-        loader = getattr(getattr(module, "__spec__", None), "loader", None)
-        try:
-            source = loader.get_source(name) if loader is not None else None
-        except (ImportError, OSError):
-            source = None
-        if source is None:
-            return None
-        # Ansible's collection loader returns bytes, importlib's loaders str
-        digest.update(source if isinstance(source, bytes) else source.encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
-
-
-def _prune_cache_dir(directory: str, keep: str, limit: int = _CACHE_FILES) -> None:
-    """Keep the cache files of the most recently indexed module trees only (a host has a
-    few kernels; removed kernels and scratch trees must not pile up)."""
-    others = []
-    for entry in os.scandir(directory):
-        if entry.name.startswith("depmod-") and entry.name.endswith(".marshal") and entry.path != keep:
-            others.append((entry.stat().st_mtime_ns, entry.path))
-    for _mtime, path in sorted(others, reverse=True)[limit - 1:]:
-        atomic.remove_if_exists(path)
-
-
-def _trusted(st: os.stat_result) -> bool:
-    """Only a cache this user wrote and nobody else can change is used."""
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def default_cache_file(paths: KmodPaths, cache_dir: str = "/var/cache/kernel-kmod") -> str:
-    """One cache file per module directory, outside the tree it describes."""
-    digest = hashlib.sha256(os.fsencode(paths.moddir)).hexdigest()[:16]
-    return os.path.join(cache_dir, f"depmod-{digest}.marshal")
-
-
-def stale_files(moddir: str, files: dict[str, bytes]) -> list[str]:
-    """The output files whose bytes on disk differ (or which are missing)."""
-    return [name for name, data in files.items() if read_output(os.path.join(moddir, name)) != data]
-
-
-def write_indexes(moddir: str, files: dict[str, bytes]) -> list[str]:
-    """Atomically replace each file whose bytes differ; returns the names written."""
-    return publish(moddir, files).written
-
-
-@dataclasses.dataclass
-class Published:
-    written: list[str]  # output files replaced
-    removed: list[str]  # temporary files of killed runs removed
-    warnings: list[str]
-
-
-def publish(moddir: str, files: dict[str, bytes]) -> Published:
-    """Write the files whose bytes differ, each atomically, holding the directory's lock;
-    first remove what killed runs left (see remove_stale_temps)."""
-    for name in files:
-        check_output(os.path.join(moddir, name))
-    warnings: list[str] = []
-    with locked_dir(moddir) as locked:
-        removed = remove_stale_temps(moddir, locked, warnings)
-        written = [name for name in files if atomic.write_if_changed(os.path.join(moddir, name), files[name], 0o644)]
-    return Published(written, removed, warnings)
-
-
-def _check_moddir(moddir: str) -> None:
-    try:
-        st = os.stat(moddir)
-    except FileNotFoundError:
-        raise KmodError(f"Module directory {moddir} does not exist", path=moddir) from None
-    except (OSError, ValueError) as exc:
-        raise KmodError(f"Module directory {moddir!r} cannot be used: {_reason(exc)}", path=moddir) from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise KmodError(f"Module directory {moddir} is {file_kind(st.st_mode)}, not a directory", path=moddir)
-
-
-def check_output(path: str) -> None:
-    """An index file we are to replace must be a regular file or absent. A directory cannot
-    be replaced; a symlink (even one into the tree) or a FIFO is refused rather than read
-    through (a FIFO would block forever) or silently replaced: say so, naming it."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError) as exc:
-        raise KmodError(f"Index file {path!r} cannot be used: {_reason(exc)}", path=path) from exc
-    if stat.S_ISREG(st.st_mode):
-        return
-    kind = file_kind(st.st_mode)
-    if stat.S_ISLNK(st.st_mode):
-        try:
-            os.stat(path)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                kind = "a symlink loop"
-    raise KmodError(f"Index file {path} is {kind}, not a regular file: kmod_depmod will not replace it; "
-                    "remove it and run again", path=path)
-
-
-def check_outputs(moddir: str, names: t.Iterable[str] = OUTPUT_FILES) -> None:
-    """check_output for every index file."""
-    for name in names:
-        check_output(os.path.join(moddir, name))
-
-
-def read_output(path: str) -> bytes | None:
-    """An index file's bytes (None if absent), once check_output allows it."""
-    check_output(path)
-    return read_input(path)
-
-
-def read_input(path: str, option: str = "") -> bytes | None:
-    """The bytes of an input file; None if it does not exist (or is a dangling symlink).
-    Anything else that is not a regular file (a directory, a symlink loop, a FIFO, a
-    device) is a KmodError naming it (and option, the module option that named it); a
-    FIFO or device is never opened."""
-    what = f"{path} (option {option})" if option else path
-    try:
-        st = os.stat(resolve_host(path))
-    except PathError as exc:  # a NUL byte, a symlink loop: say which option named the file
-        raise KmodError(f"Cannot read {what}: {exc.msg}", path=path) from exc
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise KmodError(f"Cannot read {what}: {_reason(exc)}", path=path) from exc
-    try:
-        if not stat.S_ISREG(st.st_mode):
-            raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
-        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even on a FIFO; confined to root
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KmodError(f"{what} is {file_kind(st.st_mode)}, not a regular file", path=path)
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise KmodError(f"Cannot read {what}: {_reason(exc)}", path=path) from exc
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        if exc.errno == errno.ELOOP:
-            return "a symlink loop (too many levels of symbolic links)"
-        return exc.strerror or str(exc)
-    return str(exc)  # ValueError: e.g. "embedded null byte"
-
-
-# -- output builders (depmod_output's callbacks) --------------------------------------
-
-def _enc(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")  # os.fsencode, minus its overhead
-
-
-def _closure(mod: Module, memo: dict[int, frozenset[Module]]) -> frozenset[Module]:
-    found = memo.get(mod.idx)
-    if found is None:
-        acc: set[Module] = set()
-        for dep in mod.deps:
-            acc.add(dep)
-            acc |= _closure(dep, memo)
-        found = memo[mod.idx] = frozenset(acc)
-    return found
-
-
-def _deps(mods: list[Module], preorder: bool) -> tuple[bytes, bytes]:
-    text = []
-    index = IndexBuilder()
-    memo: dict[int, frozenset[Module]] = {}
-    for mod in mods:
-        deps = sorted(_closure(mod, memo), key=lambda d: d.dep_sort_idx)
-        line = mod.shown_path + b":" + b"".join(b" " + d.shown_path for d in deps)
-        text.append(line + b"\n")
-        index.insert(mod.name_bytes, line, mod.idx)
-    return b"".join(text), index.to_bytes(preorder)
-
-
-def _aliases(mods: list[Module], warnings: list[str], preorder: bool) -> tuple[bytes, bytes]:
-    text = [b"# Aliases extracted from modules themselves.\n"]
-    index = IndexBuilder()
-    for mod in mods:
-        name = mod.name_bytes
-        for key, value in mod.info:
-            if key != "alias":
-                continue
-            text.append(b"alias " + _enc(value) + b" " + name + b"\n")
-            try:
-                normalized = alias_normalize(value) if "[" in value or "]" in value else value.replace("-", "_")
-            except ValueError:
-                warnings.append(f"Unmatched bracket in {value}")
-                continue
-            index.insert(_enc(normalized), name, mod.idx)
-    return b"".join(text), index.to_bytes(preorder)
-
-
-def _softdeps(mods: list[Module]) -> bytes:
-    text = [b"# Soft dependencies extracted from modules themselves.\n"]
-    for mod in mods:
-        text.extend(b"softdep " + mod.name_bytes + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "softdep")
-    return b"".join(text)
-
-
-def _weakdeps(mods: list[Module]) -> bytes:
-    """modules.weakdep (kmod >= 33, depmod.c output_weakdeps): one line per weakdep= string."""
-    text = [b"# Weak dependencies extracted from modules themselves.\n"]
-    for mod in mods:
-        text.extend(b"weakdep " + mod.name_bytes + b" " + _enc(v) + b"\n" for k, v in mod.info if k == "weakdep")
-    return b"".join(text)
-
-
-def _symbols(symbols: dict[bytes, tuple[Module | None, int]], preorder: bool) -> tuple[bytes, bytes]:
-    text = [b"# Aliases for symbols, used by symbol_request().\n"]
-    index = IndexBuilder()
-    for key in iteration_order(symbols, 2048):
-        owner = symbols[key][0]
-        if owner is None:
-            continue
-        text.append(b"alias symbol:" + key + b" " + owner.name_bytes + b"\n")
-        index.insert(b"symbol:" + key, owner.name_bytes, owner.idx)
-    return b"".join(text), index.to_bytes(preorder)
-
-
-def _fgets_lines(data: bytes) -> list[bytes]:
-    """Lines as fgets returns them: split after each newline, which they keep."""
-    lines = data.split(b"\n")
-    last = lines.pop()
-    return [line + b"\n" for line in lines] + ([last] if last else [])
-
-
-def _read_optional(path: str, warnings: list[str]) -> bytes | None:  # pylint: disable=unused-argument
-    """An optional input in the module directory: None if missing; KmodError if unusable."""
-    return read_input(path)
-
-
-def _builtin_index(dirname: str, warnings: list[str], preorder: bool) -> bytes:
-    """modules.builtin.bin; 0 bytes when modules.builtin is missing, as depmod publishes it."""
-    data = _read_optional(os.path.join(dirname, "modules.builtin"), warnings)
-    if data is None:
-        return b""
-    index = IndexBuilder()
-    for line in _fgets_lines(data):
-        if not line[:1].isalpha():
-            warnings.append(f"Invalid modules.builtin line: {line.decode(errors='replace')}")
-            continue
-        # path_to_modname: basename, cut at the first '.', '-' -> '_' (a newline
-        # survives when the line has no '.', as in kmod)
-        base = line.rsplit(b"/", 1)[-1]
-        index.insert(base.split(b".", 1)[0].replace(b"-", b"_"), b"", 0)
-    return index.to_bytes(preorder)
-
-
-def _builtin_alias_index(dirname: str, warnings: list[str], preorder: bool) -> bytes:
-    """modules.builtin.alias.bin from modules.builtin.modinfo, with the stream parser's quirks."""
-    data = _read_optional(os.path.join(dirname, "modules.builtin.modinfo"), warnings)
-    if data is None:
-        return b""
-    index = IndexBuilder()
-    pos, end = 0, len(data)
-
-    def read_to(stop: int) -> tuple[bytes, bool]:
-        # flush_stream_to: read until stop, NUL or EOF; True if it ended at stop
-        nonlocal pos
-        start = pos
-        while pos < end and data[pos] != stop and data[pos] != 0:
-            pos += 1
-        chunk, ok = data[start:pos], pos < end and data[pos] == stop
-        pos += 1 if pos < end else 0
-        return chunk, ok
-
-    while pos < end:
-        modname, ok = read_to(0x2E)  # '.'
-        if not ok or not modname:
-            continue
-        key, ok = read_to(0x3D)  # '='
-        if not ok or key != b"alias":
-            read_to(0)
-            continue
-        value, ok = read_to(0)
-        if not ok or not value:
-            continue
-        try:
-            alias = alias_normalize(os.fsdecode(value))
-        except ValueError:
-            warnings.append(f"Unmatched bracket in {os.fsdecode(value)}")
-            continue
-        index.insert(_enc(alias), modname, 0)
-    return index.to_bytes(preorder)
-
-
-_MAJOR_MINOR = {
-    b"c": re.compile(rb"char-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),
-    b"b": re.compile(rb"block-major-\s*([+-]?\d+)-\s*([+-]?\d+)"),
-}
-
-
-def _devnames(mods: list[Module], warnings: list[str]) -> bytes:
-    text = []
-    for mod in mods:
-        devname = None
-        node = None
-        for key, value in mod.info:
-            if key != "alias":
-                continue
-            raw = _enc(value)
-            if raw.startswith(b"devname:"):
-                devname = raw[len(b"devname:"):]
-            else:
-                for kind, pattern in _MAJOR_MINOR.items():
-                    m = pattern.match(raw)
-                    if m:  # sscanf("%u") wraps negative numbers
-                        node = kind + b"%d:%d" % (int(m[1]) % 2**32, int(m[2]) % 2**32)
-                        break
-            if node is not None and devname is not None:
-                break
-        if devname is None:
-            continue
-        if node is None:
-            warnings.append(f"Module '{mod.name}' has devname ({os.fsdecode(devname)}) "
-                            "but lacks major and minor information. Ignoring.")
-            continue
-        if not text:
-            text.append(b"# Device nodes to trigger on-demand module loading.\n")
-        text.append(mod.name_bytes + b" " + devname + b" " + node + b"\n")
-    return b"".join(text)
-
-
 def _read_symvers(path: str, warnings: list[str], data: bytes | None = None) -> list[tuple[int, bytes]]:
     """Module.symvers lines "crc<TAB>symbol<TAB>vmlinux<TAB>..." (depmod_load_symvers)."""
     data = _read_config_file(path, "Module.symvers", data)
     out = []
-    for lineno, line in enumerate(_fgets_lines(data), 1):
+    for lineno, line in enumerate(output.fgets_lines(data), 1):
         tokens = [tok for tok in re.split(rb"[ \t]", line) if tok]
         if len(tokens) < 3 or tokens[2] != b"vmlinux":
             continue
@@ -901,7 +522,7 @@ def _read_system_map(path: str, warnings: list[str], data: bytes | None = None) 
     """System.map lines "addr type __ksymtab_NAME" (depmod_load_system_map)."""
     data = _read_config_file(path, "System.map", data)
     out = []
-    for lineno, line in enumerate(_fgets_lines(data), 1):
+    for lineno, line in enumerate(output.fgets_lines(data), 1):
         parts = line.rstrip(b"\n").split(b" ", 2)
         if len(parts) < 3:
             warnings.append(f"{path}:{lineno}: invalid line: {os.fsdecode(line)}")
