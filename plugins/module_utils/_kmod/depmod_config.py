@@ -12,6 +12,7 @@ import os
 import re
 import stat
 
+from .confdirs import first_by_basename
 from .paths import PathError, open_file, resolve_host
 
 BUILTIN = "built-in"
@@ -114,27 +115,8 @@ def config_files(config_paths: list[str]) -> list[str]:
     """cfg_files_list: *.conf files (not hidden, not directories) sorted by basename;
     a basename already seen in an earlier path is ignored. A path that is a file is
     taken as is."""
-    found: dict[str, str] = {}
-    for path in config_paths:
-        try:
-            if not os.path.isdir(path):
-                if os.path.exists(path):
-                    found.setdefault(os.path.basename(path), path)
-                continue
-            names = os.listdir(path)
-        except OSError:
-            continue
-        for name in names:
-            full = os.path.join(path, name)
-            if name.startswith(".") or len(name) < 6 or not name.endswith(".conf"):
-                continue
-            try:
-                if stat.S_ISDIR(os.stat(full).st_mode):
-                    continue
-            except OSError:
-                pass
-            found.setdefault(name, full)
-    return [found[name] for name in sorted(found, key=os.fsencode)]
+    return first_by_basename(config_paths, lambda name: not name.startswith(".") and len(name) >= 6
+                             and name.endswith(".conf"))
 
 
 def read_wrapped_lines(data: bytes) -> list[tuple[int, bytes]]:
