@@ -2,13 +2,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # The ecosystem's gates: what Ansible's community collections and Galaxy run on a collection.
 #
-#   gate_integration  ansible-test integration (tests/integration/targets) in one test VM
+#   gate_integration  ansible-test integration (tests/integration/targets): the scratch-tree
+#                     targets on this host (gate_integration_host), kmod_load in one test VM
+#                     (gate_integration_vm)
 #   gate_nox          antsibull-nox: lint, docs-check, extra-checks, build-import-check
 #                     (the last builds the tarball and runs galaxy-importer on it)
 #   gate_docs         antsibull-docs lint-collection-docs, then the static HTML site
 #
 # tests/run.sh sources this file and calls the functions as stages; alone (as root):
-#   bash tests/gates.sh [integration|nox|docs]...        (default: all three)
+#   bash tests/gates.sh [integration|integration_host|integration_vm|nox|docs]...
+#   (default: integration nox docs)
 # See docs/gates.md. Each function returns non-zero when its gate fails. Nothing is written
 # to the user's home: every tool gets a private HOME and private collection paths.
 # gate_integration needs ansible-test (the test venv, $KMOD_TEST_CACHE/venv, is put on PATH
@@ -197,7 +200,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   ((${#gates[@]})) || gates=(integration nox docs)
   failed=0 passed=0
   for g in "${gates[@]}"; do
-    declare -F "gate_$g" >/dev/null || { echo "unknown gate '$g' (integration nox docs)"; exit 2; }
+    declare -F "gate_$g" >/dev/null || { echo "unknown gate '$g' (integration integration_host integration_vm nox docs)"; exit 2; }
     start=$SECONDS
     printf '\n=== gate %s ===\n' "$g"
     if "gate_$g"; then

@@ -114,7 +114,7 @@ def fake_kernel_symbols(tree: KernelTree, dest: Path, skip: tuple[str, ...] = ()
     """Debian ships only a placeholder System.map, so pretend the kernel exports every
     symbol that binutils' nm lists as undefined in the tree's modules (minus skip):
     a System.map, or with crc a Module.symvers giving every symbol that CRC."""
-    names = set()
+    names: set[str] = set()
     for ko in tree.moddir.rglob("*.ko"):
         out = subprocess.run(["nm", "-u", str(ko)], capture_output=True, text=True, check=True).stdout
         names.update(line.split()[-1] for line in out.splitlines() if line.strip())

@@ -39,7 +39,7 @@ def _can_unshare() -> bool:
 
 
 def _fingerprint(paths: t.Iterable[Path]) -> list[t.Any]:
-    out = []
+    out: list[t.Any] = []
     for p in paths:
         if p.is_dir():
             out.append([str(p), _fingerprint(sorted(p.iterdir()))])
@@ -97,9 +97,9 @@ def run_modprobe(root: Path, release: str, queries: list[list[str]], config: lis
                               env=_ENV, check=True)
     results = json.loads(proc.stdout)
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results))
-    tmp.replace(cached)
+    part = cached.with_suffix(f".{os.getpid()}.tmp")
+    part.write_text(json.dumps(results))
+    part.replace(cached)
     return cmdline, [tuple(r) for r in results]
 
 

@@ -24,7 +24,7 @@ CTX = multiprocessing.get_context("fork")
 BLACKLIST_CONF = "/etc/modprobe.d/kernel-kmod-blacklist.conf"
 
 
-def _run(target, *args) -> multiprocessing.Process:
+def _run(target, *args) -> multiprocessing.process.BaseProcess:
     def guarded() -> None:
         try:
             target(*args)
@@ -38,7 +38,7 @@ def _run(target, *args) -> multiprocessing.Process:
     return proc
 
 
-def _join(procs: list[multiprocessing.Process]) -> None:
+def _join(procs: list[multiprocessing.process.BaseProcess]) -> None:
     for proc in procs:
         proc.join(120)
     assert [p.exitcode for p in procs] == [0] * len(procs)
@@ -48,7 +48,7 @@ def blacklister(root: str, release: str, names: list[str], mode: str, path: str,
     plan = plan_blacklist(KmodPaths(root, release), names, "present", mode, path)
     assert plan.file_changed
     barrier.wait(60)  # everybody has planned on the same old text
-    apply(plan, None, None)  # no unload: needs no loader
+    apply(plan, None, None)  # type: ignore[arg-type]  # no unload: needs no loader
 
 
 def persistent_loader(root: str, release: str, name: str, params: str, barrier) -> None:

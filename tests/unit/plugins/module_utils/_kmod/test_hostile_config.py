@@ -203,7 +203,7 @@ def expected_value(value) -> str | None:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, list):
-        return ",".join(expected_value(item) for item in value)
+        return ",".join(expected_value(item) for item in value)  # type: ignore[misc]
     return str(value)
 
 

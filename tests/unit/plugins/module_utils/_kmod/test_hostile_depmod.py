@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import time
+import typing as t
 
 import pytest
 from depmod_trees import real_depmod, small_tree
@@ -320,7 +321,7 @@ def test_lookup_failures_never_crash(name):
         pass
 
 
-_FUZZ_DB = []
+_FUZZ_DB: list[t.Any] = []
 
 
 def _db_for_fuzz() -> ModuleDB:

@@ -28,7 +28,7 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.signature import
 try:
     import zstandard
 except ImportError:
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 
 MODULES = ("kernel/drivers/net/dummy.ko", "kernel/lib/crc-itu-t.ko")  # signed; the second exports
 

@@ -46,7 +46,7 @@ def test_index_layout_of_any_header(root_word, tail):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(status=st.binary(max_size=400), version=st.text(max_size=30), libname=st.text(
-    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=30))
+    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=30))  # type: ignore[arg-type]
 def test_detection_survives_any_status_and_file_names(tmp_path_factory, status, version, libname):
     root = tmp_path_factory.mktemp("root")
     dpkg = root / "var/lib/dpkg"

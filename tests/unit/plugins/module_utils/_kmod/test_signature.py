@@ -7,6 +7,7 @@ import lzma
 import shutil
 import struct
 import subprocess
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_pkcs7_signed_here_matches_modinfo(kernel_6_1, tmp_path: Path, case: str
         assert expected["sig_id"] == "PKCS#7"
 
 
-TRAILER_CASES = {
+TRAILER_CASES: dict[str, dict[str, t.Any]] = {
     "x509_raw": dict(blob=b"\x01" * 45, id_type=1, hash_id=4, signer=b"Raw signer", key_id=b"\xab\xcd"),
     "pgp_empty_key": dict(blob=b"sig", id_type=0, hash_id=8, signer=b"pgp"),
     "bad_algo": dict(blob=b"sig", id_type=1, algo=2),
