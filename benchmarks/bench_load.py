@@ -11,7 +11,7 @@
 Each part also prints the peak RSS of the module processes (an extra, untimed run through
 benchmarks/peak_rss.py's interpreter wrapper) and the load average.
 
-Run from the repository: python3 benchmarks/bench_load.py [--kernel 6.12] [--skip-vm]
+Run from the repository: python3 benchmarks/bench_load.py [--kernel 6.12] [--skip-vm | --skip-resolution]
 """
 
 from __future__ import annotations
@@ -184,8 +184,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--kernel", default="6.12", choices=sorted(kernels.KERNELS))
     parser.add_argument("--skip-vm", action="store_true", help="only the resolution benchmark")
+    parser.add_argument("--skip-resolution", action="store_true", help="only the VM benchmark")
     args = parser.parse_args()
-    bench_resolution(args.kernel)
+    if not args.skip_resolution:
+        bench_resolution(args.kernel)
     if not args.skip_vm:
         bench_vm(args.kernel)
 
