@@ -40,7 +40,7 @@ PRESENT: dict[str, dict[str, int] | None] = {
     "veth": None, "br_netfilter": None}
 ABSENT = "ifb"
 # Loaded before the first converge: what the desired state has to undo.
-PRELOADED = ["squashfs", "udf", "sctp", "hfsplus", ABSENT]
+PRELOADED = ["squashfs", "udf", "cramfs", "hfsplus", ABSENT]  # sctp: in use once loaded
 DISABLE_CONF = "/etc/modprobe.d/cis-disable.conf"
 RSS_LOG = "/var/tmp/kmod-bench-rss.log"
 RSS_PYTHON = "/usr/local/bin/kmod-bench-python"

@@ -274,7 +274,7 @@ def main() -> t.NoReturn:
         result["diff"] = plan.diff
     # The tree's indexes and caches go before exit_json copies and encodes the result: the
     # peak memory of a run over thousands of names is then the result's, not both.
-    del plan, planner
+    del plan  # and with it the planner
     module.exit_json(**result)
 
 
