@@ -39,8 +39,9 @@ PRESENT: dict[str, dict[str, int] | None] = {
     "dummy": {"numdummies": 2}, "nbd": {"nbds_max": 4}, "bonding": {"max_bonds": 0},
     "veth": None, "br_netfilter": None}
 ABSENT = "ifb"
-# Loaded before the first converge: what the desired state has to undo.
-PRELOADED = ["squashfs", "udf", "cramfs", "hfsplus", ABSENT]  # sctp: in use once loaded
+# Loaded before the first converge (those the kernel has), what the desired state has to
+# undo; not sctp: it is in use once loaded.
+PRELOAD = ["squashfs", "udf", "cramfs", "hfsplus", "freevxfs"]
 DISABLE_CONF = "/etc/modprobe.d/cis-disable.conf"
 RSS_LOG = "/var/tmp/kmod-bench-rss.log"
 RSS_PYTHON = "/usr/local/bin/kmod-bench-python"
@@ -126,8 +127,8 @@ def available(vm: VM) -> list[str]:
         (".ko", ".ko.xz", ".ko.zst", ".ko.gz"))]
 
 
-def converge(vm: VM, play: list[dict]) -> list[tuple[PlaybookResult, float, float]]:
-    vm.run(f"modprobe -a {' '.join(PRELOADED)}", check=True)
+def converge(vm: VM, play: list[dict], preload: list[str]) -> list[tuple[PlaybookResult, float, float]]:
+    vm.run(f"modprobe -a {' '.join(preload)}", check=True)
     return [run_play(vm, play) for _run in ("first", "rerun")]
 
 
@@ -147,11 +148,12 @@ def main() -> None:
     vm = VM(args.kernel).start()
     try:
         cis_here = available(vm)
-        ours = converge(vm, role_play(vm.name))
+        preload = [m for m in PRELOAD if m in cis_here] + [ABSENT]
+        ours = converge(vm, role_play(vm.name), preload)
         ours_problems = state_problems(vm)
         rss = module_peaks(vm, role_play(vm.name))
         vm.restart()
-        theirs = converge(vm, community_play(vm.name))
+        theirs = converge(vm, community_play(vm.name), preload)
         theirs_problems = state_problems(vm)
         rss_cg = module_peaks(vm, community_play(vm.name))
     finally:
@@ -160,7 +162,7 @@ def main() -> None:
 
     print(f"\n== fleet: one host state in a qemu VM ({args.kernel}, TCG) ==")
     print(f"CIS modules this kernel has as modules: {len(cis_here)} of {len(CIS)} "
-          f"(others: {[n for n in CIS if n not in cis_here]})")
+          f"(others: {[n for n in CIS if n not in cis_here]}); loaded before the first run: {preload}")
     print(f"{'':<30}{'run':<7}{'wall':>8}{'tasks':>7}{'module runs':>13}{'changed':>9}{'controller CPU':>16}")
     for who, runs in (("role kernel.kmod.kmod", ours), ("community.general + builtin", theirs)):
         for label, (res, wall, cpu) in zip(("first", "rerun"), runs):
