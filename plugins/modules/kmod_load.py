@@ -272,6 +272,9 @@ def main() -> t.NoReturn:
                                 "modules": [r.as_dict() for r in plan.results]}
     if module._diff:
         result["diff"] = plan.diff
+    # The tree's indexes and caches go before exit_json copies and encodes the result: the
+    # peak memory of a run over thousands of names is then the result's, not both.
+    del plan  # and with it the planner
     module.exit_json(**result)
 
 

@@ -182,7 +182,7 @@ def verify(plan: BlacklistPlan, config: ModprobeConfig | None = None) -> list[di
     and each name is resolved once (twice when it has an alias spelled like itself).
     """
     config = config or effective_config(plan)
-    db = _VerifyDB(plan.paths, config)
+    db = ModuleDB(plan.paths, config)  # a failed lookup's hint is built only when shown
     edited = ModprobeConfEditor(plan.after)
     blacklisted, disabled = set(edited.blacklisted()), set(edited.disabled())
     keys = {module_key(name) for name in plan.names}
@@ -205,14 +205,6 @@ def verify(plan: BlacklistPlan, config: ModprobeConfig | None = None) -> list[di
             "unloaded": removed.get(name, []),
         })
     return results
-
-
-class _VerifyDB(ModuleDB):
-    """The resolver, minus the "did you mean" hint of a failed lookup: verify never shows
-    it, and building it compares the name with every module and alias of the tree."""
-
-    def _not_found(self, name: str) -> ModuleLookupError:
-        return ModuleLookupError(f"Module {name} not found in directory {self.moddir}", name=name)
 
 
 def _aliases_by_module(db: ModuleDB, keys: set[str]) -> set[str]:

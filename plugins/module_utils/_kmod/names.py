@@ -27,6 +27,8 @@ def alias_normalize(alias: str) -> str:
 
     Raises ValueError on a ']' outside a group or an unterminated '['.
     """
+    if "[" not in alias and "]" not in alias:
+        return alias.replace("-", "_")  # the usual case, and every lookup normalizes
     out = []
     i = 0
     n = len(alias)
@@ -50,14 +52,17 @@ def has_module_extension(path: str) -> bool:
     return path.endswith(MODULE_EXTENSIONS)
 
 
+# re's \s is str.isspace() for str patterns; plus C0 controls and DEL.
+_BAD_NAME_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def validate_name(name: object, what: str = "module name") -> str:
     """Reject names modprobe could never mean: empty, whitespace or control characters."""
     if not isinstance(name, str) or not name:
         raise InvalidNameError(f"Invalid {what} {name!r}: it must be a non-empty string")
-    for ch in name:
-        if ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise InvalidNameError(
-                f"Invalid {what} {name!r}: it holds whitespace or control characters")
+    if _BAD_NAME_CHAR.search(name) is not None:  # a regex: names are checked on every lookup
+        raise InvalidNameError(
+            f"Invalid {what} {name!r}: it holds whitespace or control characters")
     return name
 
 
@@ -154,9 +159,12 @@ _POSIX_CLASSES = {
 }
 
 
+_MAGIC = re.compile(r"[*?[\\]")
+
+
 def fnmatch(pattern: str, string: str) -> bool:
     """glibc fnmatch(pattern, string, 0) == 0."""
-    if not any(ch in pattern for ch in "*?[\\"):
+    if _MAGIC.search(pattern) is None:  # most patterns are plain names; this runs per entry
         return pattern == string
     runs = _fnmatch_regex(pattern)
     # Each run matches a fixed number of characters, so taking the leftmost place for each

@@ -476,6 +476,12 @@ class ModuleDB:
         return list(dict(idx.dump())) if idx is not None else []
 
     def _not_found(self, name: str) -> ModuleLookupError:
+        return _NotFound(self, name)
+
+    def not_found_message(self, name: str) -> tuple[str, dict[str, t.Any]]:
+        """The message of a failed lookup, with close matches ("did you mean") and why the
+        tree may lack the module, and its result keys. Costly: it compares the name with
+        every module and alias of the tree, so it is built only when shown (_NotFound)."""
         candidates = set(self.module_names())
         builtin_idx = self.index("modules.builtin")
         if builtin_idx is not None:
@@ -494,7 +500,7 @@ class ModuleDB:
         details: dict[str, t.Any] = {"name": name, "close_matches": close}
         if unindexed:
             details["unindexed"] = unindexed
-        return ModuleLookupError(f"Module {name} not found in directory {self.shown_moddir}{why}{hint}", **details)
+        return f"Module {name} not found in directory {self.shown_moddir}{why}{hint}", details
 
     def _why_not_indexed(self, key: str) -> tuple[str, list[str]]:
         """The answer to "it can't find the module I just copied": the tree has no usable
@@ -546,6 +552,36 @@ class ModuleDB:
                     break
             self._module_files = found
         return self._module_files
+
+
+class _NotFound(ModuleLookupError):
+    """A failed lookup whose message (and result keys) are built on first use: most failed
+    lookups are caught and dropped (softdeps, verification of blacklisted names, aliases
+    probed for blocking), and building the hint costs a dump of three indexes and difflib."""
+
+    def __init__(self, db: ModuleDB, name: str) -> None:  # pylint: disable=super-init-not-called
+        Exception.__init__(self, name)
+        self._db: ModuleDB | None = db
+        self._name = name
+        self._built: tuple[str, dict[str, t.Any]] | None = None
+
+    def _build(self) -> tuple[str, dict[str, t.Any]]:
+        if self._built is None:
+            assert self._db is not None
+            self._built = self._db.not_found_message(self._name)
+            self._db = None  # the tree is not kept alive by an error someone holds on to
+        return self._built
+
+    @property  # type: ignore[override]
+    def msg(self) -> str:
+        return self._build()[0]
+
+    @property  # type: ignore[override]
+    def details(self) -> dict[str, t.Any]:
+        return self._build()[1]
+
+    def __str__(self) -> str:
+        return self.msg
 
 
 def _file_state(path: str) -> str:

@@ -203,6 +203,21 @@ def test_errors_name_the_input(kernel_6_1):
             db.lookup(bad)
 
 
+def test_not_found_hint_only_when_shown(kernel_6_1, monkeypatch):
+    """The "did you mean" hint dumps three indexes and runs difflib: a failed lookup that is
+    caught and dropped (is_blocked, softdeps) must not build it; a shown one still has it."""
+    db = make_db(kernel_6_1, [], "")
+    built = []
+    real = ModuleDB.not_found_message
+    monkeypatch.setattr(ModuleDB, "not_found_message", lambda self, name: built.append(name) or real(self, name))
+    assert not db.is_blocked("nf_natt") and built == []
+    with pytest.raises(ModuleLookupError) as e:
+        db.lookup("nf_natt")
+    assert built == []
+    assert "did you mean: nf_nat" in str(e.value) and e.value.msg == str(e.value)
+    assert "nf_nat" in e.value.details["close_matches"] and built == ["nf_natt"]  # built once
+
+
 def test_text_fallback_resolves_like_bin(kernel_6_1, tmp_path):
     """A tree with only the text indexes resolves like the real one (paths re-rooted)."""
     moddir = tmp_path / "lib" / "modules" / kernel_6_1.release
