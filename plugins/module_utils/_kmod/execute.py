@@ -39,6 +39,8 @@ def execute(plan: Plan, syscalls: Syscalls | Loader | None, run: CommandRunner |
     itself (a ready ``Loader`` is taken as is; None only for plans that load nothing).
     """
     planner = plan.planner
+    if planner is None:
+        raise KmodError("internal error: execute() needs a plan made by Planner.plan()")
     loader = syscalls if isinstance(syscalls, Loader) or syscalls is None \
         else Loader(syscalls, planner.kstate.compression())
     for action in plan.actions:
