@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Must be kept in sync with plugins/doc_fragments/_common.py.
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Argument-spec pieces every kernel.kmod module shares."""
 
 from __future__ import annotations

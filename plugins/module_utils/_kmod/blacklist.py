@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """kmod_blacklist's engine: plan the edit of one modprobe.d file, apply it, verify the effect.
 
 Planning only reads; ``apply`` writes the file (atomically, only if it changes) and

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Configuration directories merged by file name, as kmod and systemd read them.
 
 libkmod's ``conf_files_list`` (modprobe.d), depmod's ``cfg_files_list`` (depmod.d) and

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """modprobe.d configuration as libkmod reads it (libkmod-config.c, kmod 30 = our oracle).
 
 Every directive keeps the file and line it came from. Lines kmod ignores are ignored here

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The one editor of modprobe.d and modules-load.d text (no I/O): line-preserving edits of
 blacklist, disable (install) and options entries, and modules-load.d lists.
 

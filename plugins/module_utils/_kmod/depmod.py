@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """depmod in Python: the modules.* indexes of a module tree, byte-identical to kmod's.
 
 ``Depmod(paths, ...).build()`` only computes (nothing is written): it walks the tree,
@@ -254,7 +256,7 @@ class Depmod:
         by_name[name] = mod
 
     def _existing_wins(self, cfg: DepmodConfig, old: Module, new_path: str, new_stem_len: int) -> bool:
-        """depmod_module_is_higher_priority, quirks included (see kmod-reference §2.4)."""
+        """depmod_module_is_higher_priority (tools/depmod.c), quirks included."""
         def rel(path: str, stem_len: int) -> str | None:
             if path.startswith(self.dirname):
                 return path[len(self.dirname) + 1:stem_len]

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """kmod_depmod's cache: what one run over a module tree learnt, for the next run.
 
 One file per module tree (``default_cache_file``), two marshal objects one after the

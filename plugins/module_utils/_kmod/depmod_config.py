@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """depmod.d configuration as kmod 30's depmod reads it (tools/depmod.c cfg_load).
 
 Lists are kept in configuration order; the duplicate-resolution code walks them

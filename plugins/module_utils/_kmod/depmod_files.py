@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The files kmod_depmod reads and writes, with an error that names the file.
 
 Inputs (``modules.order``, ``modules.builtin``, System.map, ...) must be regular files or

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The bytes of each index file from the linked modules: depmod_output's callbacks of
 tools/depmod.c (kmod 30), as pure functions of what depmod.py computed.
 

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """kmod_depmod's plan and apply: decide which index files change (computing them only
 when the cache cannot vouch for the ones on disk), then publish them.
 

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The devices present (sysfs), the driver bound to each and the modules that could drive it.
 
 Like ``lspci -k`` for every bus: each device with a ``modalias`` under

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """What kmod reads from a module's ELF image (libkmod-elf.c), with kmod's exact rules.
 
 pyelftools parses the ELF header. Section headers and symbol tables are read with

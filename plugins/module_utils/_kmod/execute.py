@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Carry out a kmod_load ``Plan``: inserts, removals, modprobe.d commands, file edits.
 
 The deciding is ``plan.Planner``'s; this file only acts, in the plan's order, and

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The data behind kmod_facts: kernel state, module tree, configuration and boot lists.
 
 ``gather`` returns plain dicts/lists (JSON-ready). Subsets keep a fleet run cheap; the

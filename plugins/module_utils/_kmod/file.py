@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Read a module file into ELF bytes, decompressing it in memory like libkmod-file.c."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Which kmod release the engine imitates on a target: its "generation".
 
 kmod's user-visible output changed between kmod 30 (Debian 12) and kmod 34 (Debian 13);

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """libkmod's hash table iteration order (shared/hash.c), which decides depmod's output order.
 
 depmod lists modules (512 buckets) and modules.symbols (2048 buckets) in the order

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """What blacklisting or disabling modules would take from the devices present.
 
 A device is affected when a module being blacklisted/disabled drives it now

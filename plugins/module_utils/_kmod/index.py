@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Readers for depmod's indexes: the modules.*.bin Patricia tries (libkmod-index.c) and,
 when a .bin file is missing, the text files it was built from, loaded into the same
 trie shape so that both give identical answers in identical order."""

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Writer of depmod's modules.*.bin Patricia tries, byte-identical to kmod's depmod.
 
 kmod builds the trie by insertion (tools/depmod.c index_insert). The result is the

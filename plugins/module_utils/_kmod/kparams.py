@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Module parameters as the kernel splits them, and checks for values that reach our files.
 
 The kernel splits a module's option string with ``next_arg`` (kernel/params.c): words are

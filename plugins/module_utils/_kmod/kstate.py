@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The running kernel's module state: /proc/modules, /sys/module/*, taint, cmdline.
 
 Everything is read below ``KmodPaths.root`` so that a fixture tree can carry its own

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Insert and remove modules with the kernel's syscalls, as libkmod's insert/remove do.
 
 The syscalls sit behind the ``Syscalls`` protocol so tests can record calls and inject

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Read-modify-write of one configuration file under an exclusive lock.
 
 Two runs that edit the same file (kmod_blacklist on ten hosts that share a root, or

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Module information exactly as kmod's ``modinfo`` reports it (tools/modinfo.c).
 
 Fields come from the ELF ``.modinfo`` section (or ``modules.builtin.modinfo`` for

@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Module-name normalisation and glibc-compatible fnmatch, as kmod's shared/util.c does them."""
 
 from __future__ import annotations

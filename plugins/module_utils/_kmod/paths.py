@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Every file the engine reads or writes, under one alternate system root.
 
 With ``root`` other than '/', every path is resolved the way a process chrooted into

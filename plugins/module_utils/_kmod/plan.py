@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Load/unload planning: desired module state vs the kernel's → ordered actions, then apply.
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+"""Load/unload planning: desired module state vs the kernel's → ordered actions (execute.py acts).
 
 ``Planner.plan()`` only reads (module tree, modprobe.d, /proc, /sys) and returns a
 ``Plan``: per requested name what would happen, the actions in order, and a diff. The

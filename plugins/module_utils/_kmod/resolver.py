@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Name resolution and probe lists exactly as libkmod computes them for modprobe (kmod 30).
 
 ``ModuleDB`` opens the indexes and reads the configuration once; every query then

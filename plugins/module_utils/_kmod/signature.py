@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Appended module signatures, read the way libkmod-signature.c reads them.
 
 A signed module ends with ``[signer][key id][signature][struct module_signature][magic]``.

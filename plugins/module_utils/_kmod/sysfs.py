@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """Bounded, confined reads of a sysfs (or procfs) tree: attributes, links, listings.
 
 The tree is the live system's (``/sys``) or a copy of one (unit tests). Everything read

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The engine's imports against docs/architecture.md: every file of _kmod/ is in the
 documented layer table, imports only point to its own layer or those below, and no
-files import each other in a loop.
+files import each other in a loop. Every private module_utils file says it is private.
 
 Imports under ``if t.TYPE_CHECKING:`` are left out: they never run, and annotations
 may name types of a layer above.
@@ -104,6 +104,17 @@ def test_every_engine_file_is_documented_and_imports_point_down():
 
 def test_no_import_loop():
     assert find_loop(graph()) is None
+
+
+PRIVATE_NOTE = "# Note that this module util is **PRIVATE** to the collection."
+
+
+def test_private_files_open_with_the_private_note():
+    """As community.crypto's module_utils do; the empty __init__.py stays empty (sanity)."""
+    files = sorted(ENGINE.parent.glob("*.py")) + sorted(ENGINE.glob("*.py"))
+    head = {f: f.read_text(encoding="utf-8").split('"""', 1)[0] for f in files if f.name != "__init__.py"}
+    assert [str(f.relative_to(REPO)) for f, text in head.items() if PRIVATE_NOTE not in text] == []
+    assert (ENGINE / "__init__.py").read_text(encoding="utf-8") == ""
 
 
 @pytest.mark.parametrize("source, edges", [
