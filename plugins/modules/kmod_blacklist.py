@@ -200,7 +200,7 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import Li
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
-def main() -> t.NoReturn:
+def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no types)
     module = AnsibleModule(
         argument_spec=argument_spec(
             name={"type": "list", "elements": "str", "required": True},

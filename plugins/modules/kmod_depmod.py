@@ -210,7 +210,7 @@ def run(params: dict[str, t.Any], check_mode: bool, diff: bool) -> tuple[dict[st
     return out, plan.warnings + ([warning] if warning else [])
 
 
-def main() -> t.NoReturn:
+def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no types)
     module = AnsibleModule(
         argument_spec=argument_spec(
             config_dirs={"type": "list", "elements": "path"},

@@ -247,7 +247,7 @@ def _params(value: t.Any) -> str | None:
     raise KmodError(f"params must be a string or a dict, not {kind}")
 
 
-def main() -> t.NoReturn:
+def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no types)
     module = AnsibleModule(
         argument_spec=argument_spec(
             name={"type": "raw", "required": True},

@@ -21,6 +21,7 @@ from .names import alias_normalize
 if t.TYPE_CHECKING:
     from .depmod import Module
 
+
 def enc(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")  # os.fsencode, minus its overhead
 
@@ -190,5 +191,3 @@ def devnames(mods: list[Module], warnings: list[str]) -> bytes:
             text.append(b"# Device nodes to trigger on-demand module loading.\n")
         text.append(mod.name_bytes + b" " + devname + b" " + node + b"\n")
     return b"".join(text)
-
-

@@ -133,4 +133,3 @@ def apply(plan: DepmodPlan) -> None:
     plan.warnings.extend(published.warnings)
     if plan.cache is not None and plan.result is not None:
         plan.cache.save(plan.result, plan.warnings)
-
