@@ -188,7 +188,8 @@ def _underscores(s: str | None) -> str | None:
 
 
 def _split_space(s: str) -> list[str]:
-    out, cur = [], []
+    out: list[str] = []
+    cur: list[str] = []
     for c in s:
         if c in _C_SPACE:
             if cur:

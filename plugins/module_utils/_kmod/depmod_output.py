@@ -163,7 +163,7 @@ _MAJOR_MINOR = {
 
 
 def devnames(mods: list[Module], warnings: list[str]) -> bytes:
-    text = []
+    text: list[bytes] = []
     for mod in mods:
         devname = None
         node = None
