@@ -369,8 +369,8 @@ class ModprobeConfig:
 
     def _kcmdline_option(self, modname: str, param: str, value: str | None, src: Source) -> None:
         if modname == "modprobe" and param.startswith("blacklist="):
-            for name in (value or "").split(","):
-                self.blacklist.append(Blacklist(name, src))
+            for blacklisted in (value or "").split(","):
+                self.blacklist.append(Blacklist(blacklisted, src))
             return
         name = _underscores(modname)
         if name is None:

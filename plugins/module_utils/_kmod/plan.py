@@ -548,9 +548,9 @@ class Planner:
         self._check_unused(list(targets), set())
         owners = self._softdep_owners(list(targets) + [m for c in closures.values() for m in c])
         order = self._removal_order(targets, closures, owners)
-        for module, result in order:
-            actions.append(Remove(module))
-            result.removed.append(module)
+        for kname, result in order:
+            actions.append(Remove(kname))
+            result.removed.append(kname)
         gone = {r for r, _result in order}
         sweep: dict[str, tuple[str, tuple[str, ...], str]] = {}
         for top, members in closures.items():

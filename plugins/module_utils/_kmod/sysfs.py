@@ -93,7 +93,7 @@ class Tree:
         """(directory, file names) below ``top`` without following links, at most ``limit``
         directories (a warning if cut short)."""
         seen = 0
-        for dirpath, dirs, files in os.walk(top, onerror=lambda e: self.warn(e.filename, e.strerror)):
+        for dirpath, dirs, files in os.walk(top, onerror=lambda e: self.warn(e.filename, e.strerror or str(e))):
             seen += 1
             if seen > limit:
                 self.warn(top, f"more than {limit} directories; the rest is not read")
