@@ -127,9 +127,16 @@ def available(vm: VM) -> list[str]:
         (".ko", ".ko.xz", ".ko.zst", ".ko.gz"))]
 
 
-def converge(vm: VM, play: list[dict], preload: list[str]) -> list[tuple[PlaybookResult, float, float]]:
+def converge(vm: VM, play: list[dict], preload: list[str], who: str) -> list[tuple[PlaybookResult, float, float]]:
+    """First converge and rerun, each printed as soon as it is measured (TCG is slow)."""
     vm.run(f"modprobe -a {' '.join(preload)}", check=True)
-    return [run_play(vm, play) for _run in ("first", "rerun")]
+    runs = []
+    for label in ("first", "rerun"):
+        runs.append(run_play(vm, play))
+        res, wall, cpu = runs[-1]
+        tasks, mods, changed = counts(res)
+        print(f"{who:<30}{label:<7}{wall:7.1f}s{tasks:7d}{mods:13d}{changed:9d}{cpu:15.1f}s", flush=True)
+    return runs
 
 
 def module_peaks(vm: VM, play: list[dict]) -> dict[str, float]:
@@ -143,31 +150,30 @@ def module_peaks(vm: VM, play: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--kernel", default="6.12", choices=["6.1", "6.12"])
+    parser.add_argument("--community-rss", action="store_true",
+                        help="also the peak RSS of the community side's modules (one more slow run)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     vm = VM(args.kernel).start()
     try:
         cis_here = available(vm)
         preload = [m for m in PRELOAD if m in cis_here] + [ABSENT]
-        ours = converge(vm, role_play(vm.name), preload)
+        print(f"\n== fleet: one host state in a qemu VM ({args.kernel}, TCG) ==")
+        print(f"CIS modules this kernel has as modules: {len(cis_here)} of {len(CIS)} "
+              f"(others: {[n for n in CIS if n not in cis_here]}); loaded before the first run: {preload}")
+        print(f"{'':<30}{'run':<7}{'wall':>8}{'tasks':>7}{'module runs':>13}{'changed':>9}{'controller CPU':>16}",
+              flush=True)
+        ours = converge(vm, role_play(vm.name), preload, "role kernel.kmod.kmod")
         ours_problems = state_problems(vm)
-        rss = module_peaks(vm, role_play(vm.name))
         vm.restart()
-        theirs = converge(vm, community_play(vm.name), preload)
+        theirs = converge(vm, community_play(vm.name), preload, "community.general + builtin")
         theirs_problems = state_problems(vm)
-        rss_cg = module_peaks(vm, community_play(vm.name))
+        rss_cg = module_peaks(vm, community_play(vm.name)) if args.community_rss else {}
+        # Last, as the slowest figures come first: the role over the community side's state.
+        rss = module_peaks(vm, role_play(vm.name))
     finally:
         vm.stop()
     load_after = os.getloadavg()
-
-    print(f"\n== fleet: one host state in a qemu VM ({args.kernel}, TCG) ==")
-    print(f"CIS modules this kernel has as modules: {len(cis_here)} of {len(CIS)} "
-          f"(others: {[n for n in CIS if n not in cis_here]}); loaded before the first run: {preload}")
-    print(f"{'':<30}{'run':<7}{'wall':>8}{'tasks':>7}{'module runs':>13}{'changed':>9}{'controller CPU':>16}")
-    for who, runs in (("role kernel.kmod.kmod", ours), ("community.general + builtin", theirs)):
-        for label, (res, wall, cpu) in zip(("first", "rerun"), runs):
-            tasks, mods, changed = counts(res)
-            print(f"{who:<30}{label:<7}{wall:7.1f}s{tasks:7d}{mods:13d}{changed:9d}{cpu:15.1f}s")
     for label, i in (("first converge", 0), ("rerun", 1)):
         print(f"ratio role / community, {label + ':':<16} wall {ours[i][1] / theirs[i][1]:.3f}, "
               f"controller CPU {ours[i][2] / theirs[i][2]:.3f}"
@@ -185,9 +191,9 @@ def main() -> None:
             print(f"  {who:<10} rerun, forks={forks:<3}: max(1000/{forks} x {wall:.1f} s, 1000 x {cpu:.1f} "
                   f"CPU s / {os.cpu_count()} cores) = {max(hosts_time, cpu_time) / 60:6.1f} min")
 
-    print("\npeak RSS of the module processes in the guest (an extra, untimed rerun), MiB:")
-    for who, found in (("role", rss), ("community", rss_cg)):
-        print(f"  {who:<10} {peak_rss.shown(found, MEMORY_LIMIT_MIB)}")
+    print(f"\npeak RSS, role side (an extra, untimed run), MiB: {peak_rss.shown(rss, MEMORY_LIMIT_MIB)}")
+    if rss_cg:
+        print(f"peak RSS, community side (an extra, untimed rerun), MiB: {peak_rss.shown(rss_cg)}")
     print(f"\nload average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")
 
