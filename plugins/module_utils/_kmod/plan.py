@@ -250,7 +250,9 @@ class Planner:
         """
         index = self.db.index("modules.symbols")
         missing: dict[str, list[str]] = {}
-        for symbol, _crc, weak in ([] if index is None else self._elf(path).undefined()):
+        if index is None:
+            return missing
+        for symbol, _crc, weak in self._elf(path).undefined():
             provider = None if weak else index.search(f"symbol:{symbol}")
             if provider and modname_normalize(provider) not in self.loaded.keys() | loading:
                 missing.setdefault(modname_normalize(provider), []).append(symbol)
@@ -312,7 +314,7 @@ class Planner:
         return Plan(results, actions, diff, params=params, reload=reload, planner=self)
 
     def _plan_present(self, names: t.Sequence[str], params: str | None,
-                      reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str]]:
+                      reload: bool) -> tuple[list[ModuleResult], list[Action], dict[str, str] | None]:
         results: list[ModuleResult] = []
         actions: list[Action] = []
         will_load: set[str] = set()
@@ -350,10 +352,11 @@ class Planner:
                 if step.kind == "builtin":
                     continue
                 if step.kind == "install":
+                    command = step.command or ""
                     if params:  # our params would reach /bin/sh through $CMDLINE_OPTS
-                        kparams.check_command_options(params, step.command, f"loading {step.module}")
-                    actions.append(RunCommand(step.module, step.command, step.options or ""))
-                    result.commands.append(step.command)
+                        kparams.check_command_options(params, command, f"loading {step.module}")
+                    actions.append(RunCommand(step.module, command, step.options or ""))
+                    result.commands.append(command)
                     kname = modname_normalize(step.module)
                 elif step.path is None:
                     if not step.required:
