@@ -102,6 +102,8 @@ def resolve_in(root: str, path: str, follow: bool = True) -> str:
     root); a '..' back above it resumes the real walk, so the result never goes through
     a symlink. Raises PathError on a symlink loop or an unreadable component.
     """
+    # The kernel follows a last symlink given as "link/" or "link/." (it is no longer last).
+    follow = follow or path.endswith("/") or path.rsplit("/", 1)[-1] == "."
     pending = _components(path)
     pending.reverse()
     done: list[str] = []

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod import atomic
@@ -186,6 +186,7 @@ def test_symlink_loop_is_an_error(img):
                       max_size=6),
        query=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "..", ".", "outside"]), max_size=6),
        follow=st.booleans())
+@example(links=[("a", "/")], query=["a", "."], follow=False)  # "a/." follows a (found by this test)
 def test_fuzz_symlink_farm_stays_in_root(tmp_path_factory, links, query, follow):
     base = tmp_path_factory.mktemp("farm")
     root, outside = base / "img", base / "outside"
