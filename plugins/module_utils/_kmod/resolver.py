@@ -574,12 +574,12 @@ class _NotFound(ModuleLookupError):
             self._db = None  # the tree is not kept alive by an error someone holds on to
         return self._built
 
-    @property  # type: ignore[override]
-    def msg(self) -> str:
+    @property
+    def msg(self) -> str:  # type: ignore[override]  # read-only here: built once, on demand
         return self._build()[0]
 
-    @property  # type: ignore[override]
-    def details(self) -> dict[str, t.Any]:
+    @property
+    def details(self) -> dict[str, t.Any]:  # type: ignore[override]
         return self._build()[1]
 
     def __str__(self) -> str:
