@@ -71,10 +71,12 @@ options:
       - Remember what was read from each module file in O(cache_dir), so that a run where only a few
         modules changed only reads those, and a run where nothing changed reads none.
       - A module's entry is only reused when the file's path, size, modification time, change time,
-        inode and device are all the same. A whole run is only skipped when, in addition, the
-        configuration, C(modules.order), C(modules.builtin), C(modules.builtin.modinfo), O(system_map)
-        and O(symvers) have the same content and every index file on disk still has the bytes that
-        were computed. A stale entry is therefore never used.
+        inode and device are all the same. A whole run is only skipped when, in addition, the options,
+        the kmod generation and the C(depmod.d) configuration are the same, every directory walked,
+        C(modules.order), C(modules.builtin), C(modules.builtin.modinfo), O(system_map) and O(symvers)
+        have the same size, modification time, change time, inode and device, the module directory
+        holds the same subdirectories and modules, and every index file on disk still has the bytes
+        that were written. A stale entry is therefore never used.
       - A cache file is only trusted when the user running the task owns it and nobody else can write it.
       - Check mode uses the cache but never writes it.
     type: bool

@@ -26,7 +26,6 @@ import re
 import typing as t
 
 from . import depmod_output as output
-from .depmod_cache import options_key
 from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
 from .depmod_files import (
     StatKey, check_moddir, check_output, input_key, path_key, read_input, reason, walk_listing)
@@ -126,9 +125,8 @@ class DepmodResult:
     scans: dict[str, Scan]
     stat_keys: dict[str, StatKey]  # of each module file, taken before it was read
     generation: KmodGeneration = dataclasses.field(default_factory=KmodGeneration)
-    # what depmod_cache needs to vouch for a later run: options_key, the directories walked
-    # and the input files (path, option, StatKey or None if absent), keys taken before reading
-    options: tuple[t.Any, ...] = ()
+    # what depmod_cache needs to vouch for a later run: the directories walked and the input
+    # files (path, option, StatKey or None if absent), keys taken before reading
     dirs: list[tuple[str, StatKey | None]] = dataclasses.field(default_factory=list)
     inputs: list[tuple[str, str, StatKey | None]] = dataclasses.field(default_factory=list)
     listing: tuple[list[str], tuple[str, ...], list[str] | None] | None = None  # see Depmod.listing
@@ -176,9 +174,6 @@ class Depmod:
             self._config = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
         return self._config
 
-    def options_key(self) -> tuple[t.Any, ...]:
-        return options_key(self.dirname, self.paths.kernel_release, self.config, self.generation,
-                           self.extensions, self.check_unresolved, self.symvers, self.system_map)
 
     # -- discovery -------------------------------------------------------------------
 
@@ -466,7 +461,7 @@ class Depmod:
         files["modules.alias"], files["modules.alias.bin"] = other_half()
         inputs = [(path, option, key) for path, (option, key, _data) in self.inputs.items()]
         return DepmodResult(files, mods, self.warnings, unresolved, scans, keys, gen,
-                            self.options_key(), self.dirs, inputs, self.listing)
+                            self.dirs, inputs, self.listing)
 
     def _in_child(self, work: t.Callable[[list[str]], T]) -> t.Callable[[], T]:
         """Start work(warnings) in a forked process; the returned function waits for its

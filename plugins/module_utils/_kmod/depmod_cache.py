@@ -3,8 +3,9 @@
 # Do not use this from other collections or standalone plugins/modules!
 """kmod_depmod's cache: what one run over a module tree learnt, for the next run.
 
-One file per module tree (``default_cache_file``), two marshal objects one after the
-other, so that a run where nothing changed reads only the first, small one:
+One file per module tree (``default_cache_file``): a magic line, then two marshal objects
+one after the other (the first one's size before it, in 8 bytes little-endian), so that a
+run where nothing changed reads only the first, small one:
 
 1. the header: the engine's digest (``cache_format``), the module directory and the
    *state* of the last run that published: a key of the options and depmod.d that shape
@@ -48,6 +49,7 @@ if t.TYPE_CHECKING:
 # Bump when the cache file's structure changes. (Code changes are covered by cache_format.)
 CACHE_FORMAT = 2
 CACHE_FILES = 8  # module trees remembered per cache directory
+_MAGIC = b"kernel.kmod depmod cache\n"
 # The engine files whose code decides depmod's output: a change in any of them is a miss.
 _ENGINE = ("atomic", "depmod", "depmod_cache", "depmod_config", "depmod_files", "depmod_output", "elf",
            "errors", "file", "generation", "hashtable", "index_writer", "names", "paths")
@@ -94,9 +96,14 @@ class DepmodCache:
                 st = os.fstat(f.fileno())
                 if not _trusted(st):
                     return None
-                header = marshal.load(f)
-                self._offset, self._key = f.tell(), stat_key(st)
-        except (OSError, EOFError, ValueError, TypeError):
+                # marshal.load(f) would call f.readinto once per value: slow; one read instead
+                start = f.read(len(_MAGIC) + 8)
+                size = int.from_bytes(start[len(_MAGIC):], "little")
+                if start[:len(_MAGIC)] != _MAGIC or size > st.st_size:
+                    return None
+                header = marshal.loads(f.read(size))
+                self._offset, self._key = len(start) + size, stat_key(st)
+        except (OSError, EOFError, ValueError, TypeError, MemoryError):
             return None
         if (not isinstance(header, dict) or header.get("format") != cache_format()
                 or header.get("moddir") != self.moddir):
@@ -112,8 +119,8 @@ class DepmodCache:
                 if stat_key(os.fstat(f.fileno())) != self._key:  # replaced since: its header was not checked
                     return {}
                 f.seek(self._offset)
-                scans = marshal.load(f)
-        except (OSError, EOFError, ValueError, TypeError):
+                scans = marshal.loads(f.read())
+        except (OSError, EOFError, ValueError, TypeError, MemoryError):
             return {}
         return scans if isinstance(scans, dict) else {}
 
@@ -121,13 +128,20 @@ class DepmodCache:
         """The last run's summary if every input is as it was then and every index file
         (``outputs``: their bytes now) holds what it wrote; None means build."""
         state = self.state
-        if state is None or state["options"] != options or set(state["outputs"]) != set(outputs):
+        try:
+            return self._vouch(state, options, outputs) if state is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError):  # a cache of unexpected shape
             return None
-        # the inputs first: one that is not a regular file is an error, as in a build
+
+    def _vouch(self, state: dict[str, t.Any], options: tuple[t.Any, ...],
+               outputs: dict[str, bytes | None]) -> DepmodSummary | None:
+        if state["options"] != options or set(state["outputs"]) != set(outputs):
+            return None
+        # the inputs first: one that is not a regular file is an error (KmodError), as in a build
         if any(input_key(path, option) != key for path, option, key in state["inputs"]):
             return None
         skip, extensions, listing = state["listing"]
-        if walk_listing(self.moddir, skip, extensions) != listing:
+        if walk_listing(self.moddir, skip, tuple(extensions)) != listing:
             return None
         if any(path_key(path) != key for path, key in state["dirs"]):
             return None
@@ -139,13 +153,13 @@ class DepmodCache:
                 return None
         return DepmodSummary(*state["summary"])
 
-    def save(self, result: DepmodResult, warnings: list[str]) -> None:
-        """Remember result (whose files are now on disk) for the next run; a cache that
-        cannot be written only costs time: a warning says why."""
+    def save(self, options: tuple[t.Any, ...], result: DepmodResult, warnings: list[str]) -> None:
+        """Remember result (whose files are now on disk) of a run with options (options_key)
+        for the next run; a cache that cannot be written only costs time: a warning says why."""
         if cache_format() is None:
             return
         state = {
-            "options": result.options,
+            "options": options,
             "inputs": result.inputs, "dirs": result.dirs, "listing": result.listing,
             "modules": [(m.path, result.stat_keys.get(m.path)) for m in result.modules],
             "outputs": {name: hashlib.sha256(data).digest() for name, data in result.files.items()},
@@ -153,7 +167,8 @@ class DepmodCache:
         }
         scans = {p: (result.stat_keys[p], r) for p, r in result.scans.items()
                  if p in result.stat_keys and r[0] is None}
-        data = marshal.dumps({"format": cache_format(), "moddir": self.moddir, "state": state}) + marshal.dumps(scans)
+        header = marshal.dumps({"format": cache_format(), "moddir": self.moddir, "state": state})
+        data = _MAGIC + len(header).to_bytes(8, "little") + header + marshal.dumps(scans)
         cache_dir = os.path.dirname(self.path)
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)

@@ -44,6 +44,7 @@ class DepmodPlan:
     unresolved: list[dict[str, str]]
     leftovers: list[str]  # temporary files of killed runs (removed by apply)
     cache: DepmodCache | None
+    cache_key: tuple[t.Any, ...] = ()  # options_key of this run
     result: DepmodResult | None = None  # None when the cache vouched for the files on disk
     old: dict[str, bytes | None] = dataclasses.field(default_factory=dict)  # DIFF_FILES as they were
 
@@ -101,9 +102,9 @@ def plan_depmod(paths: KmodPaths, config_dirs: list[str] | None = None, system_m
     old = read_outputs(moddir, generation.depmod_files)  # the only read of the index files
     cfg = DepmodConfig.load(config_paths, paths.kernel_release)
     cache = DepmodCache(default_cache_file(paths, cache_dir), moddir) if cache_dir else None
+    key = options_key(moddir, paths.kernel_release, cfg, generation, MODULE_EXTENSIONS, check_unresolved,
+                      symvers, system_map)
     if cache is not None:
-        key = options_key(moddir, paths.kernel_release, cfg, generation, MODULE_EXTENSIONS, check_unresolved,
-                          symvers, system_map)
         known = cache.up_to_date(key, old)
         if known is not None:
             return _unchanged(moddir, generation, known, cache)
@@ -117,7 +118,7 @@ def plan_depmod(paths: KmodPaths, config_dirs: list[str] | None = None, system_m
     changed = [name for name, data in result.files.items() if old.get(name) != data]
     return DepmodPlan(
         moddir, generation, changed, {name: result.files[name] for name in changed}, len(result.modules),
-        result.warnings, result.unresolved, find_stale_temps(moddir), cache, result,
+        result.warnings, result.unresolved, find_stale_temps(moddir), cache, key, result,
         {name: old.get(name) for name in DIFF_FILES})
 
 
@@ -132,4 +133,4 @@ def apply(plan: DepmodPlan) -> None:
     plan.leftovers = published.removed
     plan.warnings.extend(published.warnings)
     if plan.cache is not None and plan.result is not None:
-        plan.cache.save(plan.result, plan.warnings)
+        plan.cache.save(plan.cache_key, plan.result, plan.warnings)

@@ -14,8 +14,7 @@ from depmod_trees import (  # on sys.path through this directory's conftest.py
     assert_same_as_depmod, compare, depmod_warnings, empty_tree, fake_kernel_symbols, make_module, ours,
     real_depmod, small_tree)
 
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import (
-    OUTPUT_FILES, Depmod, default_cache_file, stale_files, write_indexes)
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import OUTPUT_FILES, Depmod
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import DependencyCycleError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
@@ -259,60 +258,6 @@ def test_symvers_and_crc_mismatch(tree, tmp_path):
             if "disagrees" in w} == mismatches
 
 
-def test_cache_is_used_and_never_stale(tmp_path, monkeypatch):
-    """Hard links would share inodes (and ctimes) with the cached kernel trees, which other
-    tests touch; this tree has its own files."""
-    from ansible_collections.kernel.kmod.plugins.module_utils._kmod import depmod as depmod_mod
-    tree = small_tree(tmp_path / "root", copy=True)
-    paths = KmodPaths(str(tree.root), tree.release)
-    cache = default_cache_file(paths, str(tmp_path / "cache"))
-
-    def run():
-        depmod = Depmod(paths, config_paths=[], cache_file=cache, jobs=1)
-        known = depmod.up_to_date()
-        if known is not None:
-            return known
-        result = depmod.build()
-        write_indexes(str(tree.moddir), result.files)
-        depmod.save_cache(result)
-        return result
-
-    first = run()
-    assert os.path.exists(cache)
-    calls = []
-    real_scan = depmod_mod.scan_module
-    monkeypatch.setattr(depmod_mod, "scan_module", lambda p: calls.append(p) or real_scan(p))
-    assert run().module_count == len(first.modules) and calls == []  # nothing to read at all
-    (tree.moddir / "modules.alias").write_text("tampered")  # an index changed: rebuilt from cached modules
-    assert run().files == first.files and calls == []
-    order = tree.moddir / "modules.order"  # an input changed: same
-    order.write_text("".join(reversed(order.read_text().splitlines(keepends=True))))
-    assert run().files["modules.dep"] != first.files["modules.dep"] and calls == []
-    # same size, same mtime, different content: ctime/inode still tell the change
-    vfat = tree.moddir / VFAT
-    st = vfat.stat()
-    data = make_module(tmp_path / "other.ko", exports=("x",)).read_bytes()
-    vfat.unlink()
-    vfat.write_bytes(data.ljust(st.st_size, b"\0")[: st.st_size])
-    os.utime(vfat, ns=(st.st_atime_ns, st.st_mtime_ns))
-    last = run()
-    assert calls == [str(vfat)]
-    os.chmod(cache, 0o666)  # a cache others could have written is not trusted
-    assert isinstance(run(), depmod_mod.DepmodResult) and len(calls) == len(last.modules) + 1
-    assert os.stat(cache).st_mode & 0o777 == 0o600 and isinstance(run(), depmod_mod.DepmodSummary)
-    assert real_depmod(tree).returncode == 0
-    assert_same_as_depmod(tree, last)
-
-
-def test_stale_files(tree):
-    assert real_depmod(tree).returncode == 0
-    result = ours(tree)
-    assert stale_files(str(tree.moddir), result.files) == []
-    (tree.moddir / "modules.alias").write_text("x")
-    (tree.moddir / "modules.devname").unlink()
-    assert stale_files(str(tree.moddir), result.files) == ["modules.alias", "modules.devname"]
-
-
 def test_missing_module_directory(tmp_path):
     from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
     with pytest.raises(KmodError, match="does not exist"):
@@ -345,18 +290,3 @@ def test_single_process_when_no_pool(tree, monkeypatch):
     result = compare(tree, jobs=2)
     assert any("one process" in w for w in result.warnings)
 
-
-def test_cache_directory_keeps_the_latest_trees(tree, tmp_path):
-    cache_dir = tmp_path / "cache"
-    cache_dir.mkdir()
-    for i in range(12):
-        old = cache_dir / f"depmod-old{i:02}.marshal"
-        old.write_bytes(b"x")
-        os.utime(old, ns=(i * 10**9, i * 10**9))
-    (cache_dir / "unrelated").write_text("kept")
-    paths = KmodPaths(str(tree.root), tree.release)
-    depmod = Depmod(paths, config_paths=[], cache_file=default_cache_file(paths, str(cache_dir)))
-    depmod.save_cache(depmod.build())
-    names = sorted(p.name for p in cache_dir.iterdir())
-    assert names == sorted([os.path.basename(default_cache_file(paths)), "unrelated"]
-                           + [f"depmod-old{i:02}.marshal" for i in range(5, 12)])

@@ -112,9 +112,10 @@ def test_module_replaced_with_same_size_and_mtime(tree, tmp_path, scanned):
     vfat = tree.moddir / VFAT
     st = vfat.stat()
     data = make_module(tmp_path / "other.ko", exports=("other_fn",)).read_bytes()
-    vfat.unlink()
-    vfat.write_bytes(data.ljust(st.st_size, b"\0")[:st.st_size])
-    os.utime(vfat, ns=(st.st_atime_ns, st.st_mtime_ns))
+    new = vfat.with_name("vfat.new")  # made while the old file exists: another inode for sure
+    new.write_bytes(data.ljust(st.st_size, b"\0")[:st.st_size])
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(new, vfat)
     assert vfat.stat().st_ino != st.st_ino and vfat.stat().st_size == st.st_size
     del scanned[:]
     plan = run(tree, cache)

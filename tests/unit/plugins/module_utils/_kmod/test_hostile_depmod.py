@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod import lock as lock_mod
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import OUTPUT_FILES, Depmod, default_cache_file, publish
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import OUTPUT_FILES, Depmod
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod_files import publish
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod_plan import apply, plan_depmod
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.lock import find_stale_temps, locked_dir, remove_stale_temps
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod_config import DepmodConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError, ModuleLookupError
@@ -73,6 +75,11 @@ def depmod(tree, **kwargs) -> Depmod:
     return Depmod(KmodPaths(str(tree.root), tree.release), **kwargs)
 
 
+def plan(tree, cache_dir):
+    """kmod_depmod's plan, with the cache in cache_dir."""
+    return plan_depmod(KmodPaths(str(tree.root), tree.release), config_dirs=[], cache_dir=str(cache_dir))
+
+
 def index_bytes(tree) -> dict:
     """Every modules.* regular file's bytes (no symlink followed)."""
     return {p.name: p.read_bytes() for p in tree.moddir.iterdir()
@@ -84,14 +91,11 @@ def index_bytes(tree) -> dict:
 @pytest.mark.parametrize("kind", ["directory", "symlink loop", "FIFO"])
 @pytest.mark.parametrize("name", ["modules.order", "modules.builtin", "modules.builtin.modinfo"])
 def test_input_not_a_file_is_an_error_naming_it(tree, tmp_path, name, kind):
-    cache = default_cache_file(KmodPaths(str(tree.root), tree.release), str(tmp_path / "cache"))
-    first = depmod(tree, cache_file=cache)
-    publish(str(tree.moddir), first.build().files)
-    first.save_cache(first.build())
+    apply(plan(tree, tmp_path / "cache"))
     make_hostile(tree.moddir / name, kind)
     before = index_bytes(tree)
-    # the cached fast path (up_to_date) reads the inputs too
-    for step in (depmod(tree).build, depmod(tree, cache_file=cache).up_to_date):
+    # the cached fast path (DepmodCache.up_to_date) checks the inputs too
+    for step in (depmod(tree).build, lambda: plan(tree, tmp_path / "cache")):
         with pytest.raises(KmodError) as exc:
             step()
         assert str(tree.moddir / name) in exc.value.msg
@@ -103,14 +107,11 @@ def test_input_not_a_file_is_an_error_naming_it(tree, tmp_path, name, kind):
 def test_output_not_a_file_is_refused_before_anything_is_written(tree, tmp_path, name, kind):
     """kmod 30's depmod fails on a directory and renames over the rest; we name the file and
     write nothing: a FIFO must not be read (it blocks), a symlink not read through."""
-    cache = default_cache_file(KmodPaths(str(tree.root), tree.release), str(tmp_path / "cache"))
-    first = depmod(tree, cache_file=cache)
-    publish(str(tree.moddir), first.build().files)
-    first.save_cache(first.build())
+    apply(plan(tree, tmp_path / "cache"))
     (tree.moddir / "modules.symbols").write_bytes(b"stale\n")  # something to rewrite
     make_hostile(tree.moddir / name, kind)
     before = index_bytes(tree)
-    for step in (depmod(tree, cache_file=cache).up_to_date, depmod(tree).build,
+    for step in (lambda: plan(tree, tmp_path / "cache"), depmod(tree).build,
                  lambda: publish(str(tree.moddir), {name: b"new\n"})):
         with pytest.raises(KmodError) as exc:
             step()
