@@ -174,7 +174,6 @@ class Depmod:
             self._config = DepmodConfig.load(self.config_paths, self.paths.kernel_release)
         return self._config
 
-
     # -- discovery -------------------------------------------------------------------
 
     def find_modules(self, cfg: DepmodConfig) -> dict[str, Module]:
@@ -194,7 +193,7 @@ class Depmod:
               by_name: dict[str, Module], by_uncrelpath: dict[str, Module]) -> None:
         """Depth-first in readdir order, entering each directory as it is met, exactly as
         depmod visits them; a stack instead of recursion, so that no tree is too deep."""
-        stack: list[t.Iterator[os.DirEntry[str]]] = []
+        stack: list[t.Any] = []  # os.scandir iterators
 
         def enter(directory: str) -> None:
             # the key before the listing: an entry added or removed after it changes the key
@@ -239,7 +238,8 @@ class Depmod:
             if self._existing_wins(cfg, old, path, stem_len):
                 return
             del by_name[name]
-            by_uncrelpath.pop(old.uncrelpath, None)
+            if old.uncrelpath is not None:
+                by_uncrelpath.pop(old.uncrelpath, None)
         inside = path.startswith(self.dirname) and path[len(self.dirname):len(self.dirname) + 1] == "/"
         mod = Module(name, path, path[len(self.dirname) + 1:] if inside else None, stem_len)
         unc = mod.uncrelpath
@@ -371,7 +371,8 @@ class Depmod:
              symbols: dict[bytes, tuple[Module | None, int]]) -> list[dict[str, str]]:
         """Exports into symbols, undefined symbols into module deps; returns unresolved ones."""
         for mod in mods:
-            error, names, crcs, info = (scans[mod.path][i] for i in (0, 1, 2, 6))
+            scan = scans[mod.path]
+            error, names, crcs, info = scan[0], scan[1], scan[2], scan[6]
             if error is not None:
                 self.warnings.append(f"failed to load symbols from {mod.path}: {error}")
             # the last module (in array order) exporting a name owns it
@@ -550,8 +551,8 @@ def _describe_cycles(stuck: list[Module]) -> str:
             continue
         # follow deps inside the stuck set until a module repeats
         path, pos = [start], {start: 0}
-        node = start
-        while True:
+        node: Module | None = start
+        while node is not None:
             node = next((d for d in node.deps if d in members), None)
             if node is None or node in reported:
                 break

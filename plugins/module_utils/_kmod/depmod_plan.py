@@ -55,10 +55,12 @@ class DepmodPlan:
     def diff(self) -> dict[str, str]:
         """Lines that disappear from or appear in modules.dep, .alias, .softdep and .devname:
         modules added, removed, or with other dependencies or aliases (not index bytes)."""
-        before, after = [], []
-        for name in DIFF_FILES if self.result is not None else ():
+        before: list[str] = []
+        after: list[str] = []
+        new = self.result.files if self.result is not None else {}
+        for name in DIFF_FILES if new else ():
             old_lines = set((self.old.get(name) or b"").decode("utf-8", "replace").splitlines())
-            new_lines = set(self.result.files[name].decode("utf-8", "replace").splitlines())
+            new_lines = set(new[name].decode("utf-8", "replace").splitlines())
             removed, added = sorted(old_lines - new_lines), sorted(new_lines - old_lines)
             if removed or added:
                 before += [f"# {name}"] + removed
