@@ -51,7 +51,7 @@ CACHE_FORMAT = 2
 CACHE_FILES = 8  # module trees remembered per cache directory
 _MAGIC = b"kernel.kmod depmod cache\n"
 # The engine files whose code decides depmod's output: a change in any of them is a miss.
-_ENGINE = ("atomic", "depmod", "depmod_cache", "depmod_config", "depmod_files", "depmod_output", "elf",
+_ENGINE = ("atomic", "confdirs", "depmod", "depmod_cache", "depmod_config", "depmod_files", "depmod_output", "elf",
            "errors", "file", "generation", "hashtable", "index_writer", "names", "paths")
 
 
