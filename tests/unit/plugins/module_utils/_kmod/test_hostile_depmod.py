@@ -305,9 +305,13 @@ def test_the_tree_is_only_searched_when_a_lookup_fails(tree, monkeypatch):
     for name in ("vfat", "fat", "fs-vfat", "msdos"):
         db.lookup(name)
     assert walks == []
+    errors = []
     for name in ("nope1", "nope2"):
-        with pytest.raises(ModuleLookupError):
+        with pytest.raises(ModuleLookupError) as info:
             db.lookup(name)
+        errors.append(info.value)
+    assert walks == []  # the hint is built only when its message is read
+    assert all(name in str(exc) for name, exc in zip(("nope1", "nope2"), errors))
     assert len(walks) == 1  # once per ModuleDB
 
 
