@@ -90,6 +90,19 @@ options:
       - The file is written before modules are unloaded, so that nothing loads them again in between.
     type: bool
     default: false
+  on_impact:
+    description:
+      - What to do, with O(state=present), when present devices need a listed module (see RV(impact)):
+        V(warn) reports them in a warning, V(fail) refuses before anything is changed (check mode
+        too) when a module drives a present device now (or, with O(mode=disable), is a dependency of
+        the module that does), or when the device holds the root filesystem, the boot disk or the
+        default route's interface. Devices for which a listed module is merely the only candidate only
+        ever warn, unless they are one of those.
+      - The devices holding the root filesystem, the boot disk and the default route's interface are
+        always named as such in the message.
+    type: str
+    choices: [warn, fail]
+    default: warn
 notes:
   - The initramfs may carry a copy of C(modprobe.d); RV(initramfs_stale) tells a handler when to rebuild it.
   - C(modprobe.blacklist=) on the kernel command line (C(/proc/cmdline) under O(root)) counts as a
@@ -116,6 +129,12 @@ EXAMPLES = r"""
   kernel.kmod.kmod_blacklist:
     name: [nouveau, floppy]
     exclusive: true
+
+- name: Disable USB storage, but never on a host that boots from it
+  kernel.kmod.kmod_blacklist:
+    name: usb-storage
+    mode: disable
+    on_impact: fail
 
 - name: Allow a module again
   kernel.kmod.kmod_blacklist:
@@ -179,6 +198,22 @@ removed:
   type: list
   elements: str
   sample: [floppy]
+impact:
+  description:
+    - Present devices that the listed modules drive now, or that nothing drives and for which they are
+      the only candidates (C(modprobe --resolve-alias) of the device's C(modalias)), computed from sysfs
+      before anything changes; empty with O(state=absent) and when O(root) is not C(/) (another system's
+      configuration).
+    - C(device) (its sysfs path), C(bus), C(modalias), C(driver) (bound now), C(module) (the listed
+      module concerned), C(reason) (V(driven): that module drives it now; V(dependency): with
+      O(mode=disable), the bound driver's module needs it; V(only_candidate): nothing drives it and no
+      other module would be autoloaded for it), C(critical) (what it holds among the root filesystem,
+      the boot disk and the default route's interface).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{device: /sys/devices/pci0000:00/0000:00:04.0/virtio1, bus: virtio, modalias: "virtio:d00000002v00001AF4",
+            driver: virtio_blk, module: virtio_blk, reason: driven, critical: ["root filesystem (/)", boot disk (vda)]}]
 initramfs_stale:
   description:
     - V(true) when O(path) changed and an initramfs for O(kernel_release) exists under C(/boot),
@@ -197,6 +232,8 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import shell_runner
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import blacklist_impact
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import message as impact_message
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
@@ -209,19 +246,23 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
             path={"type": "path", "default": "/etc/modprobe.d/kernel-kmod-blacklist.conf"},
             exclusive={"type": "bool", "default": False},
             unload={"type": "bool", "default": False},
+            on_impact={"type": "str", "choices": ["warn", "fail"], "default": "warn"},
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        plan = plan_blacklist(KmodPaths.from_params(p), p["name"], p["state"], p["mode"], p["path"],
-                              p["exclusive"], p["unload"])
+        paths = KmodPaths.from_params(p)
+        plan = plan_blacklist(paths, p["name"], p["state"], p["mode"], p["path"], p["exclusive"], p["unload"])
+        impacts, impact_warnings = blacklist_impact(paths, p["name"] if p["state"] == "present" else [], p["mode"])
+        if p["on_impact"] == "fail" and any(i.blocking for i in impacts):
+            module.fail_json(msg=impact_message(impacts, refused=True), impact=[i.as_dict() for i in impacts])
         if not module.check_mode:
             apply(plan, LinuxSyscalls(), shell_runner(module.run_command))
         modules = verify(plan)
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
-    for warning in plan.warnings:
+    for warning in plan.warnings + impact_warnings + ([impact_message(impacts, refused=False)] if impacts else []):
         module.warn(warning)
     result: dict[str, t.Any] = {
         "changed": plan.changed,
@@ -229,6 +270,7 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
         "modules": modules,
         "removed": plan.removed(),
         "initramfs_stale": plan.file_changed and plan.initramfs() is not None,
+        "impact": [i.as_dict() for i in impacts],
     }
     if module._diff:
         result["diff"] = plan.diff()

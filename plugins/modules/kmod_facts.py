@@ -29,7 +29,10 @@ options:
       - V(loaded) (C(/proc/modules) and C(/sys/module)), V(builtin), V(config) (C(modprobe.d)),
         V(boot) (C(modules-load.d) and C(/etc/modules)), V(modinfo) (for the names in O(modinfo); gathered
         whenever O(modinfo) names modules, whatever this option says).
-      - V(all) means all of them; V(min) only the kernel-wide values, which are always gathered.
+      - V(devices) (the devices present, see RV(ansible_facts.kmod.devices)) is gathered only when
+        named, V(all) does not include it, because it walks C(/sys/devices) and resolves an alias
+        per device, more than a fleet-wide default run should pay for.
+      - V(all) means all of them but V(devices); V(min) only the kernel-wide values, which are always gathered.
       - A name prefixed with C(!) is left out, for example V(!config). V(!all) drops what V(all) adds, but
         subsets named explicitly are still gathered, so V([!all, loaded]) gathers V(min) and V(loaded).
     type: list
@@ -69,6 +72,20 @@ EXAMPLES = r"""
   kernel.kmod.kmod_facts:
     gather_subset: [all, '!config']
     modinfo: [e1000e, dummy]
+
+- name: Which module drives which device, and which modules could (like lspci -k, for every bus)
+  kernel.kmod.kmod_facts:
+    gather_subset: [min, devices]
+
+- name: Devices nothing drives now, with the modules that could
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.kmod.devices | selectattr('driver', 'none') | rejectattr('modules', 'equalto', [])
+             | map(attribute='path') | list }}"
+
+- name: Which of my devices would kernel 6.12 drive? (its tree installed in /lib/modules)
+  kernel.kmod.kmod_facts:
+    gather_subset: [min, devices]
+    kernel_release: 6.12.117+deb12-amd64
 
 - name: Show e1000e's parameters
   ansible.builtin.debug:
@@ -186,6 +203,26 @@ ansible_facts:
                            vermagic: "6.1.0-56-amd64 SMP preempt mod_unload modversions ", sig_id: "PKCS#7",
                            parm: {numdummies: {description: Number of dummy pseudo devices, type: int}},
                            others: [], text: "filename:       /lib/modules/6.1.0-56-amd64/kernel/drivers/net/dummy.ko\n..."}}
+        devices:
+          description:
+            - Every device of the running kernel that has a C(modalias) in sysfs, like C(lspci -k) for every bus:
+              the devices of C(/sys/bus/*/devices) by bus and name, then those only found under C(/sys/devices)
+              (class devices such as C(input)), by path.
+            - C(path) (under C(/sys/devices)), C(name), C(bus) (the bus, or the class of a class device; null if
+              sysfs names none), C(modalias), C(driver) (bound now, null if none), C(driver_module) (the module
+              its C(driver/module) link names, null if none), C(driver_builtin) (the driver is built into the
+              kernel: no C(module) link, or a C(/sys/module) entry without C(initstate); null without a driver).
+            - C(modules) is exactly what C(modprobe --resolve-alias MODALIAS) prints, in that order: one name per
+              matching alias, so a module matching twice is listed twice. It honours O(root) and
+              O(kernel_release), so it tells which modules of another kernel's tree would drive the devices
+              present; sysfs is always the running system's.
+            - Entries that cannot be read, or whose links lead out of C(/sys), are skipped with a warning.
+          returned: V(devices) in O(gather_subset)
+          type: list
+          elements: dict
+          sample: [{path: /sys/devices/pci0000:00/0000:00:04.0/virtio1, name: virtio1, bus: virtio,
+                    modalias: "virtio:d00000002v00001AF4", driver: virtio_blk, driver_module: virtio_blk,
+                    driver_builtin: false, modules: [virtio_blk]}]
 """
 
 from ansible.module_utils.basic import AnsibleModule

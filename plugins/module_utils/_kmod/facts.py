@@ -16,6 +16,7 @@ import typing as t
 from .atomic import read_file
 from .confdirs import first_by_basename
 from .config import ModprobeConfig, Source
+from .devices import scan_devices
 from .elf import read_module
 from .errors import KmodError, ModuleLookupError
 from .kstate import KernelState, LoadedModule
@@ -25,6 +26,9 @@ from .paths import KmodPaths, resolve_host
 from .resolver import ModuleDB
 
 SUBSETS = ("loaded", "builtin", "config", "boot", "modinfo")
+# Gathered only when named: a walk of sysfs and an alias lookup per device is more than
+# a fleet-wide default run should pay for.
+OPT_IN_SUBSETS = ("devices",)
 DEBIAN_MODULES_FILE = "etc/modules"
 
 
@@ -42,12 +46,12 @@ def select_subsets(requested: t.Iterable[str]) -> set[str]:
         name = item[1:] if negate else item
         if name == "all":
             exclude_all, include_all = (True, include_all) if negate else (exclude_all, True)
-        elif name in SUBSETS:
+        elif name in SUBSETS or name in OPT_IN_SUBSETS:
             (excluded if negate else named).add(name)
         elif name != "min":
             raise KmodError(
                 f"Bad subset {item!r} given to gather_subset; choose from all, min, "
-                f"{', '.join(SUBSETS)} (each may be negated with '!')", subset=item)
+                f"{', '.join(SUBSETS + OPT_IN_SUBSETS)} (each may be negated with '!')", subset=item)
     base = set(SUBSETS) if include_all and not exclude_all else set()
     return (base | named) - excluded
 
@@ -80,9 +84,11 @@ class FactsGatherer:
             self._db = ModuleDB(self.paths, ModprobeConfig())
         return self._db
 
-    def gather(self, subsets: set[str], modinfo_names: t.Sequence[str] = ()) -> tuple[dict[str, t.Any], list[str]]:
+    def gather(self, subsets: set[str], modinfo_names: t.Sequence[str] = (),
+               sysfs_root: str = "/sys") -> tuple[dict[str, t.Any], list[str]]:
         """(facts, warnings). Modules named in ``modinfo_names`` are gathered whatever the
-        subsets: naming them is asking for them."""
+        subsets: naming them is asking for them. Devices come from ``sysfs_root``, the
+        running kernel's."""
         warnings = self.warnings
         if modinfo_names:
             subsets = subsets | {"modinfo"}
@@ -98,7 +104,15 @@ class FactsGatherer:
             facts["modules_load"] = self.modules_load()
         if modinfo_names:
             facts["modinfo"] = self.modinfo(modinfo_names, warnings)
+        if "devices" in subsets:
+            facts["devices"] = self.devices(sysfs_root)
         return facts, warnings
+
+    def devices(self, sysfs_root: str = "/sys") -> list[dict[str, t.Any]]:
+        """Present devices with a modalias, their driver and candidate modules (devices.py);
+        candidates as modprobe resolves them, with this root's configuration."""
+        db = ModuleDB(self.paths, self.config)
+        return [dev.as_dict() for dev in scan_devices(db, sysfs_root, self.warnings)]
 
     def kernel(self) -> dict[str, t.Any]:
         """The 'min' subset: cheap kernel-wide values."""

@@ -5,9 +5,8 @@
 
 A device is affected when a module being blacklisted/disabled drives it now
 (``driven``), when its bound driver needs that module and ``disable`` stops
-dependency loads too (``dependency``), or when that module is among the only
-candidates for it (``only_candidate``: nothing else would be autoloaded for it at the
-next boot). The devices behind the root filesystem, the boot disk and the default
+dependency loads too (``dependency``), or when nothing drives it and the modules
+listed are its only candidates (``only_candidate``: nothing would be autoloaded for it). The devices behind the root filesystem, the boot disk and the default
 route's interface are found from /proc and /sys and always named.
 """
 
@@ -18,8 +17,9 @@ import os
 import re
 import typing as t
 
-from .devices import Device
+from .devices import Device, scan_devices
 from .names import modname_normalize
+from .paths import KmodPaths
 from .resolver import ModuleDB
 from .sysfs import Tree
 
@@ -65,7 +65,7 @@ def assess(devices: t.Sequence[Device], names: t.Iterable[str], mode: str,
             needed = next((d for d in _deps(db, module) if d in targets), None)
             if needed is not None:
                 found = (needed, "dependency")
-        if found is None and dev.modules and set(dev.modules) <= targets:
+        if found is None and dev.driver is None and dev.modules and set(dev.modules) <= targets:
             found = (dev.modules[0], "only_candidate")
         if found is not None:
             impacts.append(Impact(dev.path, dev.bus, dev.modalias, dev.driver, found[0], found[1], labels))
@@ -184,3 +184,18 @@ def _net_devices(sysfs: Tree, iface: str, depth: int) -> list[str]:
         if entry.startswith("lower_"):
             out += _net_devices(sysfs, entry[len("lower_"):], depth - 1)
     return out
+
+
+def blacklist_impact(paths: KmodPaths, names: t.Sequence[str], mode: str, sysfs_root: str = "/sys",
+                     proc_root: str = "/proc") -> tuple[list[Impact], list[str]]:
+    """(impacts, warnings) of blacklisting/disabling ``names`` on the running system.
+
+    Only a configuration for this system (root '/') affects its devices; for another
+    root there is nothing to tell. Candidates resolve with the configuration as it is.
+    """
+    warnings: list[str] = []
+    if paths.confined or not names:
+        return [], warnings
+    db = ModuleDB(paths)
+    devices = scan_devices(db, sysfs_root, warnings)
+    return assess(devices, names, mode, critical_paths(sysfs_root, proc_root, warnings), db), warnings

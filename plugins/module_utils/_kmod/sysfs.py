@@ -47,6 +47,9 @@ class Tree:
         if not self.inside(real):
             self.warn(path, "it leads out of " + self.shown)
             return None
+        if os.path.islink(real):  # realpath stops at a loop without an error
+            self.warn(path, "a symlink loop")
+            return None
         return real
 
     def link(self, path: str) -> str | None:
