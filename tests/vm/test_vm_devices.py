@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Device facts and blacklist impact on real kernels in qemu, against the guest's sysfs and kmod."""
+
+from __future__ import annotations
+
+import pytest
+
+from qemu import VM
+
+pytestmark = pytest.mark.vm
+
+# For every device with a modalias: path, modalias, driver and driver/module links (as
+# readlink -f gives them, empty if none) and what the guest's modprobe resolves.
+GUEST_DEVICES = r"""
+find /sys/devices -name modalias -type f | while read -r f; do
+  d=${f%/modalias}
+  printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$(cat "$f")" "$(readlink -f "$d/driver" 2>/dev/null)" \
+    "$(readlink -f "$d/driver/module" 2>/dev/null)" "$(modprobe --resolve-alias "$(cat "$f")" | tr '\n' ' ')"
+done
+"""
+ROOT_DISK_SYS = "readlink -f /sys/dev/block/$(mountpoint -d /)"
+BLACKLIST_FILE = "/etc/modprobe.d/kmod-vm-impact.conf"
+
+
+def test_device_facts_equal_sysfs_and_modprobe(vm: VM) -> None:
+    res = vm.ansible_tasks([{"name": "facts", "kernel.kmod.kmod_facts": {"gather_subset": ["min", "devices"]}}])
+    assert res.rc == 0, res
+    assert not res.task("facts").get("warnings"), res
+    devices = {d["path"]: d for d in res.task("facts")["ansible_facts"]["kmod"]["devices"]}
+    guest = {}
+    for line in vm.run(GUEST_DEVICES, check=True).stdout.splitlines():
+        path, modalias, driver, module, resolved = line.split("\t")
+        guest[path] = (modalias, driver.rsplit("/", 1)[-1] or None, module.rsplit("/", 1)[-1] or None,
+                       resolved.split())
+    assert sorted(devices) == sorted(guest)
+    for path, dev in devices.items():
+        assert (dev["modalias"], dev["driver"], dev["driver_module"], dev["modules"]) == guest[path], path
+    # the root disk: virtio_blk, a loadable module on both kernels
+    root_disk = vm.run(ROOT_DISK_SYS, check=True).stdout.strip()
+    disk = next(d for p, d in devices.items() if root_disk.startswith(p + "/") and d["bus"] == "virtio")
+    assert (disk["driver_module"], disk["driver_builtin"]) == ("virtio_blk", False)
+
+
+def blacklist(vm: VM, check: bool = False, **args) -> dict:
+    task = {"name": "blacklist", "kernel.kmod.kmod_blacklist": dict(path=BLACKLIST_FILE, **args),
+            "ignore_errors": True}
+    return vm.ansible_tasks([task], check=check).task("blacklist").result
+
+
+def test_disabling_the_root_disk_driver(vm: VM) -> None:
+    root_disk = vm.run(ROOT_DISK_SYS, check=True).stdout.strip()  # .../virtio1/block/vda
+    device = root_disk.rsplit("/block/", 1)[0]
+    disk = root_disk.rsplit("/", 1)[-1]
+    try:
+        refused = blacklist(vm, name=["virtio_blk"], mode="disable", on_impact="fail")
+        assert refused.get("failed") is True, refused
+        assert refused["msg"].startswith(
+            "Refusing to blacklist or disable modules that present devices need (on_impact=fail): "
+            f"{device} (virtio, virtio:d00000002v00001AF4): driven by virtio_blk; "
+            f"holds the root filesystem (/), the boot disk ({disk})"), refused["msg"]
+        assert vm.run(f"test -e {BLACKLIST_FILE}").returncode == 1  # nothing written
+
+        for check in (True, False):
+            warned = blacklist(vm, check=check, name=["virtio_blk"], mode="disable")
+            assert warned.get("failed") is not True and warned["changed"] is True, warned
+            assert [i["device"] for i in warned["impact"]] == [device]
+            assert any(f"{device} (virtio, virtio:d00000002v00001AF4): driven by virtio_blk; holds the root "
+                       f"filesystem (/), the boot disk ({disk})" in w for w in warned["warnings"]), warned
+        # the warned run wrote the file; the driver stays bound until the next boot
+        assert "install virtio_blk /bin/false" in vm.run(f"cat {BLACKLIST_FILE}", check=True).stdout
+    finally:
+        vm.run(f"rm -f {BLACKLIST_FILE}", check=True)
+
+
+def test_disabling_a_module_that_drives_nothing(vm: VM) -> None:
+    try:
+        res = blacklist(vm, name=["dummy"], mode="disable", on_impact="fail")
+        assert res.get("failed") is not True and res["changed"] is True, res
+        assert res["impact"] == [] and not res.get("warnings"), res
+    finally:
+        vm.run(f"rm -f {BLACKLIST_FILE}", check=True)

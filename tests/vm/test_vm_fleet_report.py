@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""examples/fleet-report.yml on both guests at once; its HTML and JSON against their /proc/modules."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import qemu
+from qemu import VM
+
+pytestmark = pytest.mark.vm
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "examples" / "fleet-report.yml"
+CONF = "/etc/modprobe.d/kmod-vm-report.conf"
+
+
+class Tables(HTMLParser):
+    """Every table by id: rows of (cell text, cell class); tags that would reach out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[str, str]]]] = {}
+        self.external: list[str] = []
+        self.cell: list[str] | None = None
+        self.cls = ""
+        self.table = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "link", "img", "iframe") or "href" in a or "src" in a:
+            self.external.append(tag)
+        if tag == "table":
+            self.table = a["id"]
+            self.tables[self.table] = []
+        elif tag == "tr":
+            self.tables[self.table].append([])
+        elif tag in ("td", "th"):
+            self.cell, self.cls = [], a.get("class") or ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[self.table][-1].append(("".join(self.cell), self.cls))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def proc_modules(vm: VM) -> set[str]:
+    return {line.split()[0] for line in vm.run("cat /proc/modules", check=True).stdout.splitlines()}
+
+
+def test_fleet_report_of_two_guests(vm_6_1: VM, vm_6_12: VM, tmp_path: Path) -> None:
+    vms = {vm.name: vm for vm in (vm_6_1, vm_6_12)}
+    # One loaded module blacklisted on 6.1 only (a blacklist does not unload it).
+    vm_6_1.put("blacklist virtio_net\n", CONF)
+    try:
+        res = qemu.ansible_playbook(list(vms.values()), PLAYBOOK, extra_vars={
+            "kmod_report_dir": str(tmp_path), "kmod_modules_present": ["dummy", "ext4"]})
+        loaded = {name: proc_modules(vm) for name, vm in vms.items()}
+    finally:
+        vm_6_1.run(f"rm -f {CONF}", check=True)
+    assert res.rc == 0, res
+    report = json.loads((tmp_path / "kmod-report.json").read_text())
+    page = (tmp_path / "kmod-report.html").read_text()
+
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert sorted(hosts) == sorted(vms)
+    for name in vms:
+        assert set(hosts[name]["loaded"]) == loaded[name]
+        # dummy is loaded nowhere; ext4 is loaded on both (from the initramfs)
+        assert [u["module"] for u in hosts[name]["desired_unmet"]] == sorted(
+            m for m in ("dummy", "ext4") if m not in loaded[name])
+    blocked_61 = ["virtio_net"] if "virtio_net" in loaded[vm_6_1.name] else []
+    assert [i["module"] for i in hosts[vm_6_1.name]["loaded_blocked"]] == blocked_61
+    assert hosts[vm_6_12.name]["loaded_blocked"] == []
+    assert report["loaded_blocked"] == {m: {vm_6_1.name: "blacklisted"} for m in blocked_61}
+    # two hosts: drift = loaded on exactly one
+    drift = loaded[vm_6_1.name] ^ loaded[vm_6_12.name]
+    assert {d["module"]: d["hosts"] for d in report["drift"]} == {
+        m: [n for n in sorted(vms) if m in loaded[n]] for m in drift}
+    assert [h["host"] for h in report["hosts"]][0] == vm_6_1.name  # worst first: one more problem
+    for name in vms:
+        assert hosts[name]["devices"], name
+
+    parsed = Tables()
+    parsed.feed(page)
+    assert parsed.external == []
+    rows = {row[0][0]: row for row in parsed.tables["hosts"][1:]}
+    for name in vms:
+        assert int(rows[name][2][0]) == len(loaded[name])
+        assert rows[name][0][1] == "bad"  # dummy is not loaded anywhere
+    assert {row[0][0] for row in parsed.tables["drift"][1:]} == drift
+    assert {row[0][0] for row in parsed.tables["loaded_blocked"][1:]} == set(blocked_61)
+    for name in vms:
+        assert len(parsed.tables["devices-" + name]) - 1 == len(hosts[name]["devices"])
