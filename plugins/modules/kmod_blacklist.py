@@ -92,7 +92,7 @@ options:
     default: false
   on_impact:
     description:
-      - What to do, with O(state=present), when present devices need a listed module (see RV(impact)):
+      - What to do, with O(state=present), when present devices need a listed module (see RV(impact)).
         V(warn) reports them in a warning, V(fail) refuses before anything is changed (check mode
         too) when a module drives a present device now (or, with O(mode=disable), is a dependency of
         the module that does), or when the device holds the root filesystem, the boot disk or the
@@ -205,14 +205,14 @@ impact:
       before anything changes; empty with O(state=absent) and when O(root) is not C(/) (another system's
       configuration).
     - C(device) (its sysfs path), C(bus), C(modalias), C(driver) (bound now), C(module) (the listed
-      module concerned), C(reason) (V(driven): that module drives it now; V(dependency): with
-      O(mode=disable), the bound driver's module needs it; V(only_candidate): nothing drives it and no
+      module concerned), C(reason) (V(driven) when that module drives it now; V(dependency) when, with
+      O(mode=disable), the bound driver's module needs it; V(only_candidate) when nothing drives it and no
       other module would be autoloaded for it), C(critical) (what it holds among the root filesystem,
       the boot disk and the default route's interface).
   returned: always
   type: list
   elements: dict
-  sample: [{device: /sys/devices/pci0000:00/0000:00:04.0/virtio1, bus: virtio, modalias: "virtio:d00000002v00001AF4",
+  sample: [{device: "/sys/devices/pci0000:00/0000:00:04.0/virtio1", bus: virtio, modalias: "virtio:d00000002v00001AF4",
             driver: virtio_blk, module: virtio_blk, reason: driven, critical: ["root filesystem (/)", boot disk (vda)]}]
 initramfs_stale:
   description:

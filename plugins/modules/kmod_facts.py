@@ -205,14 +205,14 @@ ansible_facts:
                            others: [], text: "filename:       /lib/modules/6.1.0-56-amd64/kernel/drivers/net/dummy.ko\n..."}}
         devices:
           description:
-            - Every device of the running kernel that has a C(modalias) in sysfs, like C(lspci -k) for every bus:
+            - Every device of the running kernel that has a C(modalias) in sysfs, like C(lspci -k) for every bus;
               the devices of C(/sys/bus/*/devices) by bus and name, then those only found under C(/sys/devices)
               (class devices such as C(input)), by path.
             - C(path) (under C(/sys/devices)), C(name), C(bus) (the bus, or the class of a class device; null if
               sysfs names none), C(modalias), C(driver) (bound now, null if none), C(driver_module) (the module
               its C(driver/module) link names, null if none), C(driver_builtin) (the driver is built into the
-              kernel: no C(module) link, or a C(/sys/module) entry without C(initstate); null without a driver).
-            - C(modules) is exactly what C(modprobe --resolve-alias MODALIAS) prints, in that order: one name per
+              kernel, with no C(module) link or a C(/sys/module) entry without C(initstate); null without a driver).
+            - C(modules) is exactly what C(modprobe --resolve-alias MODALIAS) prints, in that order, one name per
               matching alias, so a module matching twice is listed twice. It honours O(root) and
               O(kernel_release), so it tells which modules of another kernel's tree would drive the devices
               present; sysfs is always the running system's.
@@ -220,7 +220,7 @@ ansible_facts:
           returned: V(devices) in O(gather_subset)
           type: list
           elements: dict
-          sample: [{path: /sys/devices/pci0000:00/0000:00:04.0/virtio1, name: virtio1, bus: virtio,
+          sample: [{path: "/sys/devices/pci0000:00/0000:00:04.0/virtio1", name: virtio1, bus: virtio,
                     modalias: "virtio:d00000002v00001AF4", driver: virtio_blk, driver_module: virtio_blk,
                     driver_builtin: false, modules: [virtio_blk]}]
 """
