@@ -18,6 +18,7 @@ from kmod_oracle import run_modprobe
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.devices import scan_devices
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.facts import FactsGatherer, select_subsets
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import (
     assess, blacklist_impact, critical_paths, message)
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
@@ -203,3 +204,13 @@ def test_message_names_the_root_disk(db_6_1: ModuleDB) -> None:
 def test_no_impact_for_another_root(tmp_path: Path) -> None:
     assert blacklist_impact(KmodPaths(root=str(tmp_path), kernel_release="6.1.0-56-amd64"),
                             ["virtio_blk"], "disable", SYS, PROC) == ([], [])
+
+
+def test_facts_devices_subset_is_opt_in(kernel_6_1) -> None:
+    assert "devices" not in select_subsets(["all"])
+    assert select_subsets(["!all", "devices"]) == {"devices"}
+    paths = KmodPaths(root=str(kernel_6_1.root), kernel_release=kernel_6_1.release)
+    facts, warnings = FactsGatherer(paths).gather({"devices"}, sysfs_root=SYS)
+    assert warnings == []
+    oracle = guest_oracle()
+    assert {d["path"]: (d["modalias"], d["modules"]) for d in facts["devices"]} == oracle
