@@ -9,14 +9,22 @@ from qemu import VM
 
 pytestmark = pytest.mark.vm
 
-# For every device with a modalias: path, modalias, driver and driver/module links (as
-# readlink -f gives them, empty if none) and what the guest's modprobe resolves.
+# For every device with a modalias: path, modalias, where the driver and driver/module links
+# lead (empty if absent) and what the guest's modprobe resolves, once per distinct modalias.
 GUEST_DEVICES = r"""
-find /sys/devices -name modalias -type f | while read -r f; do
-  d=${f%/modalias}
-  printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$(cat "$f")" "$(readlink -f "$d/driver" 2>/dev/null)" \
-    "$(readlink -f "$d/driver/module" 2>/dev/null)" "$(modprobe --resolve-alias "$(cat "$f")" | tr '\n' ' ')"
-done
+import os, subprocess
+resolved = {}
+for top, dirs, files in os.walk("/sys/devices"):
+    if "modalias" not in files:
+        continue
+    with open(top + "/modalias") as f:
+        alias = f.read().strip()
+    if alias not in resolved:
+        out = subprocess.run(["modprobe", "--resolve-alias", alias], capture_output=True, text=True).stdout
+        resolved[alias] = " ".join(out.split())
+    driver, module = (os.path.realpath(p) if os.path.islink(p) else "" for p in (top + "/driver", top + "/driver/module"))
+    builtin = "" if not driver else "0" if module and os.path.exists(module + "/initstate") else "1"
+    print("\t".join([top, alias, driver, module, builtin, resolved[alias]]))
 """
 ROOT_DISK_SYS = "readlink -f /sys/dev/block/$(mountpoint -d /)"
 BLACKLIST_FILE = "/etc/modprobe.d/kmod-vm-impact.conf"
@@ -28,13 +36,14 @@ def test_device_facts_equal_sysfs_and_modprobe(vm: VM) -> None:
     assert not res.task("facts").get("warnings"), res
     devices = {d["path"]: d for d in res.task("facts")["ansible_facts"]["kmod"]["devices"]}
     guest = {}
-    for line in vm.run(GUEST_DEVICES, check=True).stdout.splitlines():
-        path, modalias, driver, module, resolved = line.split("\t")
+    for line in vm.run(["python3", "-c", GUEST_DEVICES], check=True).stdout.splitlines():
+        path, modalias, driver, module, builtin, resolved = line.split("\t")
         guest[path] = (modalias, driver.rsplit("/", 1)[-1] or None, module.rsplit("/", 1)[-1] or None,
-                       resolved.split())
+                       {"": None, "0": False, "1": True}[builtin], resolved.split())
     assert sorted(devices) == sorted(guest)
     for path, dev in devices.items():
-        assert (dev["modalias"], dev["driver"], dev["driver_module"], dev["modules"]) == guest[path], path
+        assert (dev["modalias"], dev["driver"], dev["driver_module"], dev["driver_builtin"],
+                dev["modules"]) == guest[path], path
     # the root disk: virtio_blk, a loadable module on both kernels
     root_disk = vm.run(ROOT_DISK_SYS, check=True).stdout.strip()
     disk = next(d for p, d in devices.items() if root_disk.startswith(p + "/") and d["bus"] == "virtio")
