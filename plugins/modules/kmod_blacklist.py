@@ -231,9 +231,9 @@ from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argume
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import apply, plan_blacklist, verify
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import shell_runner
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import blacklist_impact
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import message as impact_message
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
