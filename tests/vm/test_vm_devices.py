@@ -50,35 +50,45 @@ def test_device_facts_equal_sysfs_and_modprobe(vm: VM) -> None:
     assert (disk["driver_module"], disk["driver_builtin"]) == ("virtio_blk", False)
 
 
-def blacklist(vm: VM, check: bool = False, **args) -> dict:
-    task = {"name": "blacklist", "kernel.kmod.kmod_blacklist": dict(path=BLACKLIST_FILE, **args),
-            "ignore_errors": True}
-    return vm.ansible_tasks([task], check=check).task("blacklist").result
+def blacklist_task(name: str, check: bool = False, **args) -> dict:
+    return {"name": name, "kernel.kmod.kmod_blacklist": dict(path=BLACKLIST_FILE, **args),
+            "ignore_errors": True, "check_mode": check}
+
+
+def blacklist(vm: VM, **args) -> dict:
+    return vm.ansible_tasks([blacklist_task("blacklist", **args)]).task("blacklist").result
 
 
 def test_disabling_the_root_disk_driver(vm: VM) -> None:
     root_disk = vm.run(ROOT_DISK_SYS, check=True).stdout.strip()  # .../virtio1/block/vda
     device = root_disk.rsplit("/block/", 1)[0]
     disk = root_disk.rsplit("/", 1)[-1]
+    named = (f"{device} (virtio, virtio:d00000002v00001AF4): driven by virtio_blk; "
+             f"holds the root filesystem (/), the boot disk ({disk})")
+    # One play (a playbook run costs more than the module): refused, nothing written; then
+    # warned in check mode and for real.
     try:
-        refused = blacklist(vm, name=["virtio_blk"], mode="disable", on_impact="fail")
-        assert refused.get("failed") is True, refused
-        assert refused["msg"].startswith(
-            "Refusing to blacklist or disable modules that present devices need (on_impact=fail): "
-            f"{device} (virtio, virtio:d00000002v00001AF4): driven by virtio_blk; "
-            f"holds the root filesystem (/), the boot disk ({disk})"), refused["msg"]
-        assert vm.run(f"test -e {BLACKLIST_FILE}").returncode == 1  # nothing written
-
-        for check in (True, False):
-            warned = blacklist(vm, check=check, name=["virtio_blk"], mode="disable")
-            assert warned.get("failed") is not True and warned["changed"] is True, warned
-            assert [i["device"] for i in warned["impact"]] == [device]
-            assert any(f"{device} (virtio, virtio:d00000002v00001AF4): driven by virtio_blk; holds the root "
-                       f"filesystem (/), the boot disk ({disk})" in w for w in warned["warnings"]), warned
-        # the warned run wrote the file; the driver stays bound until the next boot
-        assert "install virtio_blk /bin/false" in vm.run(f"cat {BLACKLIST_FILE}", check=True).stdout
+        res = vm.ansible_tasks([
+            blacklist_task("refused", name=["virtio_blk"], mode="disable", on_impact="fail"),
+            {"name": "after refusal", "ansible.builtin.stat": {"path": BLACKLIST_FILE}},
+            blacklist_task("warned in check mode", check=True, name=["virtio_blk"], mode="disable"),
+            blacklist_task("warned", name=["virtio_blk"], mode="disable"),
+        ])
+        written = vm.run(f"cat {BLACKLIST_FILE}", check=True).stdout
     finally:
         vm.run(f"rm -f {BLACKLIST_FILE}", check=True)
+    refused = res.task("refused").result
+    assert refused.get("failed") is True, refused
+    assert refused["msg"].startswith(
+        "Refusing to blacklist or disable modules that present devices need (on_impact=fail): " + named), refused
+    assert res.task("after refusal")["stat"]["exists"] is False
+    for name in ("warned in check mode", "warned"):
+        warned = res.task(name).result
+        assert warned.get("failed") is not True and warned["changed"] is True, warned
+        assert [i["device"] for i in warned["impact"]] == [device]
+        assert any(named in w for w in warned["warnings"]), warned
+    # the warned run wrote the file; the driver stays bound until the next boot
+    assert "install virtio_blk /bin/false" in written
 
 
 def test_disabling_a_module_that_drives_nothing(vm: VM) -> None:
