@@ -159,7 +159,7 @@ def render_html(report: t.Mapping[str, t.Any], title: str = "kernel.kmod fleet r
           ("num", _e(len(h["loaded"]))),
           ("bad" if h["loaded_blocked"] else "", _e(", ".join(i["module"] for i in h["loaded_blocked"]))),
           ("bad" if h["desired_unmet"] else "",
-           _e(", ".join(f"{u['module']} ({u['wanted']})" for u in h["desired_unmet"]))),
+           _e(", ".join(f"{u['module']} (wanted {u['wanted']})" for u in h["desired_unmet"]))),
           ("num", _e(len(h["devices"])))] for h in hosts],
         "hosts"))
     names = [h["host"] for h in hosts]
@@ -181,7 +181,7 @@ def render_html(report: t.Mapping[str, t.Any], title: str = "kernel.kmod fleet r
         parts.append(f"<details><summary>{_e(h['host'])} ({_e(len(h['devices']))} devices)</summary>\n")
         parts.append(_table(["device", "bus", "driver", "module", "candidate modules"], [
             [("", f"<code>{_e(d['path'])}</code>"), ("", _e(d["bus"])), ("", _e(d["driver"])),
-             ("", _e(d["driver_module"] or ("builtin" if d["driver_builtin"] else ""))),
+             ("", _e(" ".join(filter(None, [d["driver_module"], "(builtin)" if d["driver_builtin"] else ""])))),
              ("warn" if d["modules"] and not d["driver"] else "", _e(" ".join(d["modules"])))]
             for d in h["devices"]], "devices-" + _e(h["host"])))
         parts.append("</details>\n")
