@@ -50,8 +50,8 @@ def test_device_facts_equal_sysfs_and_modprobe(vm: VM) -> None:
     assert (disk["driver_module"], disk["driver_builtin"]) == ("virtio_blk", False)
 
 
-def blacklist_task(name: str, check: bool = False, **args) -> dict:
-    return {"name": name, "kernel.kmod.kmod_blacklist": dict(path=BLACKLIST_FILE, **args),
+def blacklist_task(title: str, check: bool = False, **args) -> dict:
+    return {"name": title, "kernel.kmod.kmod_blacklist": dict(path=BLACKLIST_FILE, **args),
             "ignore_errors": True, "check_mode": check}
 
 
