@@ -100,13 +100,12 @@ def chroot_dir() -> Path:
     return chroot
 
 
-def _apt(*args: str) -> str:
-    """apt-get/apt-cache on trixie's lists, kept apart from this machine's apt state."""
-    apt = K34 / "apt"
+def suite_apt(suite: str, apt: Path, *args: str) -> str:
+    """apt-get/apt-cache on another suite's lists (kept in apt), apart from this machine's apt state."""
     for sub in ("lists/partial", "cache/archives/partial", "debs"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
-    sources = apt / "trixie.list"
-    sources.write_text(f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {_mirror()} {SUITE} main\n")
+    sources = apt / f"{suite}.list"
+    sources.write_text(f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {_mirror()} {suite} main\n")
     opts = [f"-o=Dir::Etc::sourcelist={sources}", "-o=Dir::Etc::sourceparts=/dev/null",
             f"-o=Dir::State::Lists={apt / 'lists'}", f"-o=Dir::Cache={apt / 'cache'}",
             "-o=Dir::State::status=/dev/null", "-o=APT::Architecture=amd64", "-q"]
@@ -114,21 +113,21 @@ def _apt(*args: str) -> str:
     return _run([tool, *opts, *rest], cwd=apt / "debs")
 
 
-def kernel_package() -> Path:
-    """trixie's kernel .deb (resolved and downloaded once, then reused as is)."""
-    apt = K34 / "apt"
-    package = os.environ.get("KMOD34_KERNEL")
-    with _locked("kmod34-apt"):
-        cached = sorted((apt / "debs").glob(f"{package or 'linux-image-6.12.*'}_*.deb"))
+def suite_kernel_package(suite: str, apt: Path, series: str, package: str | None = None) -> Path:
+    r"""The .deb of the kernel (release `series`, a regex like r"6\.12") that the suite's
+    linux-image-amd64 depends on, or of `package`; resolved and downloaded once, then reused."""
+    with _locked(f"{apt.parent.name}-{apt.name}"):  # kmod34-apt for trixie's, as before
+        cached = sorted((apt / "debs").glob(f"{package or 'linux-image-*'}_*.deb"))
+        cached = [deb for deb in cached if re.match(rf"linux-image-{series}\.", deb.name)]
         if cached:
             return cached[-1]
         for attempt in (1, 2):  # stale lists may name a kernel the mirror no longer has
             if attempt == 2 or not (apt / "lists" / ".updated").exists():
-                _apt("apt-get", "update")
+                suite_apt(suite, apt, "apt-get", "update")
                 (apt / "lists" / ".updated").touch()
-            name = package or _trixie_kernel()
+            name = package or _suite_kernel(suite, apt, series)
             try:
-                _apt("apt-get", "download", name)
+                suite_apt(suite, apt, "apt-get", "download", name)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -137,12 +136,17 @@ def kernel_package() -> Path:
     raise AssertionError("unreachable")
 
 
-def _trixie_kernel() -> str:
-    depends = _apt("apt-cache", "depends", KERNEL_META)
-    found = re.findall(r"Depends: (linux-image-6\.12\.\S+-amd64)\s*$", depends, re.M)
+def _suite_kernel(suite: str, apt: Path, series: str) -> str:
+    depends = suite_apt(suite, apt, "apt-cache", "depends", KERNEL_META)
+    found = re.findall(rf"Depends: (linux-image-{series}\.\S+-amd64)\s*$", depends, re.M)
     if not found:
-        raise RuntimeError(f"no 6.12 kernel among {KERNEL_META}'s dependencies:\n{depends}")
+        raise RuntimeError(f"no {series} kernel among {suite}'s {KERNEL_META} dependencies:\n{depends}")
     return found[0]
+
+
+def kernel_package() -> Path:
+    """trixie's kernel .deb (resolved and downloaded once, then reused as is)."""
+    return suite_kernel_package(SUITE, K34 / "apt", r"6\.12", os.environ.get("KMOD34_KERNEL"))
 
 
 def run(argv: list[str], tree: Path | None = None, binds: t.Mapping[str, Path] | None = None,

@@ -143,6 +143,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+kmod_generation:
+  description: The kmod release whose behaviour was followed, and how it was chosen (see O(kmod_compat)).
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: kmod major version imitated (30 to 34).
+      type: int
+      sample: 34
+    source:
+      description: V(option), V(dpkg), V(libkmod), V(index) (the existing C(modules.dep.bin)), V(host) or V(default).
+      type: str
+      sample: dpkg
+    evidence:
+      description: The file or value that decided it.
+      type: str
+      sample: "/var/lib/dpkg/status: kmod 34"
 path:
   description: The file that was maintained (under O(root)).
   returned: always
@@ -231,6 +248,7 @@ from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argume
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import apply, plan_blacklist, verify
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import shell_runner
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.generation import detect_generation
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import blacklist_impact
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import message as impact_message
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
@@ -260,6 +278,7 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
         if not module.check_mode:
             apply(plan, LinuxSyscalls(), shell_runner(module.run_command))
         modules = verify(plan)
+        generation = detect_generation(paths).as_result()
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
     for warning in plan.warnings + impact_warnings + ([impact_message(impacts, refused=False)] if impacts else []):
@@ -271,6 +290,7 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
         "removed": plan.removed(),
         "initramfs_stale": plan.file_changed and plan.initramfs() is not None,
         "impact": [i.as_dict() for i in impacts],
+        "kmod_generation": generation,
     }
     if module._diff:
         result["diff"] = plan.diff()

@@ -93,6 +93,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+kmod_generation:
+  description: The kmod release whose behaviour was followed, and how it was chosen (see O(kmod_compat)).
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: kmod major version imitated (30 to 34).
+      type: int
+      sample: 34
+    source:
+      description: V(option), V(dpkg), V(libkmod), V(index) (the existing C(modules.dep.bin)), V(host) or V(default).
+      type: str
+      sample: dpkg
+    evidence:
+      description: The file or value that decided it.
+      type: str
+      sample: "/var/lib/dpkg/status: kmod 34"
 ansible_facts:
   description: Facts to add to C(ansible_facts).
   returned: always
@@ -230,6 +247,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.facts import FactsGatherer, select_subsets
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.generation import detect_generation
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 
 
@@ -243,13 +261,14 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
     )
     try:
         subsets = select_subsets(module.params["gather_subset"])
-        facts, warnings = FactsGatherer(KmodPaths.from_params(module.params)).gather(
-            subsets, module.params["modinfo"])
+        paths = KmodPaths.from_params(module.params)
+        facts, warnings = FactsGatherer(paths).gather(subsets, module.params["modinfo"])
+        generation = detect_generation(paths).as_result()
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
     for warning in warnings:
         module.warn(warning)
-    module.exit_json(changed=False, ansible_facts={"kmod": facts})
+    module.exit_json(changed=False, ansible_facts={"kmod": facts}, kmod_generation=generation)
 
 
 if __name__ == "__main__":

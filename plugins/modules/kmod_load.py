@@ -123,6 +123,23 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+kmod_generation:
+  description: The kmod release whose behaviour was followed, and how it was chosen (see O(kmod_compat)).
+  returned: always
+  type: dict
+  contains:
+    version:
+      description: kmod major version imitated (30 to 34).
+      type: int
+      sample: 34
+    source:
+      description: V(option), V(dpkg), V(libkmod), V(index) (the existing C(modules.dep.bin)), V(host) or V(default).
+      type: str
+      sample: dpkg
+    evidence:
+      description: The file or value that decided it.
+      type: str
+      sample: "/var/lib/dpkg/status: kmod 34"
 moddir:
   description:
     - The module directory names were resolved in, C(lib/modules/RELEASE) under O(root), or
@@ -224,6 +241,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.execute import execute, shell_runner
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.generation import detect_generation
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.kparams import check_text
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.loader import LinuxSyscalls
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
@@ -261,15 +279,17 @@ def main() -> None:  # (exit_json and fail_json end it; AnsibleModule has no typ
     p = module.params
     try:
         names, params = _names(p["name"]), _params(p["params"])  # refused before anything is read
-        plan = Planner(KmodPaths.from_params(p)).plan(names, p["state"], params, p["reload"], p["persistent"])
+        paths = KmodPaths.from_params(p)
+        plan = Planner(paths).plan(names, p["state"], params, p["reload"], p["persistent"])
         if not module.check_mode:
             execute(plan, LinuxSyscalls(), shell_runner(module.run_command))
+        generation = detect_generation(paths).as_result()
     except KmodError as e:
         module.fail_json(msg=e.msg, **e.details)
     for warning in plan.warnings:
         module.warn(warning)
     result: dict[str, t.Any] = {"changed": plan.changed, "moddir": plan.moddir,
-                                "modules": [r.as_dict() for r in plan.results]}
+                                "modules": [r.as_dict() for r in plan.results], "kmod_generation": generation}
     if module._diff:
         result["diff"] = plan.diff
     # The tree's indexes and caches go before exit_json copies and encodes the result: the

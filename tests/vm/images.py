@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Boot images for the test VMs: one Debian 12 root file system, one initramfs per kernel.
+"""Boot images for the test VMs: a Debian root file system per guest, an initramfs per kernel.
+
+Guests (GUESTS): Debian 12 booting Debian 12's 6.1 and 6.12 kernels (the controller's
+pyelftools/zstandard from PyPI), Debian 13 booting trixie's own 6.12 kernel (kmod 34,
+Python 3.13) and Debian 11 booting bullseye's 5.10 kernel (kmod 28, Python 3.9), both
+with the suite's python3-pyelftools. Packages of other suites come through a second
+sources list naming the suite (tests/kmod34.py suite_apt); this machine's apt is untouched.
 
 Everything is built once and cached under $KMOD_TEST_CACHE/vm (outside the repository),
 behind a file lock so that parallel test sessions never race. The cache key is a hash of
@@ -7,9 +13,12 @@ everything that goes into an image (package lists, guest scripts, kernel package
 FORMAT), not of this file's text, so that editing helper code does not force a rebuild.
 
 Layout of the cache:
-  vm/base-<hash>/        debootstrap tree with pyelftools + zstandard (slowest step, ~1-2 min)
-  vm/image-<hash>/       rootfs.img (ext4, both kernels' module trees), initrd-<release>.gz,
+  vm/base-<hash>/        debootstrap tree with pyelftools (+ zstandard) (slowest step, ~1-2 min)
+  vm/image-<hash>/       rootfs.img (ext4, the guest's kernels' module trees), initrd-<release>.gz,
                          id_ed25519[.pub] (root's ssh key); .ready when complete
+  vm/apt-bullseye/       bullseye's package lists and kernel .deb
+  vm/roots/<release>/    bullseye's kernel unpacked (indexed by this machine's depmod, for
+                         the initramfs; the image gets the guest's own depmod's indexes)
 """
 
 from __future__ import annotations
@@ -35,7 +44,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kernels import CACHE, KERNELS, KernelTree, kernel_package, pristine_root  # noqa: E402
+import kmod34  # noqa: E402
+from kernels import CACHE, KERNELS, KernelTree, _locked as _cache_locked, kernel_package, pristine_root  # noqa: E402
 
 VM_CACHE = CACHE / "vm"
 # Bump when the build logic changes in a way the hashed inputs below do not show.
@@ -47,6 +57,28 @@ PACKAGES = ["python3", "openssh-server", "kmod", "iproute2", "procps",
             "systemd", "xz-utils", "zstd"]
 # The managed node's runtime dependencies, pinned to the controller's versions.
 PIP_PACKAGES = ["pyelftools", "zstandard"]
+
+
+class Guest(t.NamedTuple):
+    """One root file system and the kernels (VM keys) that boot it."""
+
+    suite: str
+    packages: tuple[str, ...]
+    # pyelftools/zstandard from PyPI at the controller's versions (else the suite's package)
+    pip: bool
+    kernels: tuple[str, ...]
+
+
+# The distro's own kmod and Python are what the new guests test, so pyelftools comes from
+# the distro too (bullseye's python3-pyelftools is 0.27, the oldest supported).
+GUESTS = {
+    "bookworm": Guest(SUITE, tuple(PACKAGES), True, tuple(KERNELS)),
+    "trixie": Guest("trixie", (*PACKAGES, "python3-pyelftools"), False, ("trixie",)),
+    "bullseye": Guest("bullseye", (*PACKAGES, "python3-pyelftools"), False, ("bullseye",)),
+}
+# Kernels of other suites: VM key -> (suite, release series of its linux-image-amd64).
+SUITE_KERNELS = {"trixie": ("trixie", r"6\.12"), "bullseye": ("bullseye", r"5\.10")}
+
 # Modules the initramfs needs to reach the root disk and the network (deps found by modprobe).
 INITRD_MODULES = ["virtio_pci", "virtio_blk", "ext4", "virtio_net"]
 
@@ -165,32 +197,42 @@ def _run(cmd: list[str], **kwargs: t.Any) -> None:
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def _discard(tree: Path) -> None:
-    """Remove a half-built tree; a failed debootstrap may leave /proc or /sys mounted in it."""
+def _unmount(tree: Path) -> None:
+    """Unmount what debootstrap left mounted in tree: a failed one, and a successful one of
+    trixie (its /proc; copying the tree would then copy /proc/kcore and fill the disk)."""
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for mount in sorted(mounts, reverse=True):
         if mount.startswith(f"{tree}/"):
             subprocess.run(["umount", "-l", mount], stdin=subprocess.DEVNULL, capture_output=True,
                            check=False)
+
+
+def _discard(tree: Path) -> None:
+    """Remove a half-built tree."""
+    _unmount(tree)
     shutil.rmtree(tree, ignore_errors=True)
 
 
-def _base_dir() -> Path:
-    return VM_CACHE / f"base-{_hash(FORMAT, SUITE, _mirror(), PACKAGES, _pip_pins())}"
+def _base_dir(guest: Guest) -> Path:
+    if guest.pip:  # the key Debian 12's base always had (its cached tree stays valid)
+        return VM_CACHE / f"base-{_hash(FORMAT, guest.suite, _mirror(), list(guest.packages), _pip_pins())}"
+    return VM_CACHE / f"base-{_hash(FORMAT, guest.suite, _mirror(), list(guest.packages))}"
 
 
-def _base_tree(base: Path) -> None:
+def _base_tree(guest: Guest, base: Path) -> None:
     """debootstrap tree with the Python dependencies (shared by image versions)."""
     if (base / ".ready").exists():
         return
     shutil.rmtree(base, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=VM_CACHE))
     try:
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-              SUITE, str(tmp), _mirror()])
-        # Compiled here: the first import of elftools in a fresh guest would take 5 s, not 2.
-        _run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:",
-              "--target", str(tmp / "usr/local/lib/python3.11/dist-packages"), *_pip_pins()])
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(guest.packages)}",
+              guest.suite, str(tmp), _mirror()])
+        _unmount(tmp)
+        if guest.pip:
+            # Compiled here: the first import of elftools in a fresh guest would take 5 s, not 2.
+            _run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:",
+                  "--target", str(tmp / "usr/local/lib/python3.11/dist-packages"), *_pip_pins()])
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
                      "usr/share/man", "usr/share/locale"):
             for entry in (tmp / junk).glob("*"):
@@ -254,19 +296,23 @@ def _build_initrd(tree: KernelTree, dest: Path) -> None:
         dest.write_bytes(gzip.compress(cpio.stdout, compresslevel=1))
 
 
-def _build_image(base: Path, trees: list[KernelTree], dest: Path) -> None:
-    """rootfs.img = base + both kernels' module trees + ssh keys + init; initrd per kernel."""
+def _build_image(guest: Guest, base: Path, trees: list[KernelTree], dest: Path) -> None:
+    """rootfs.img = base + the kernels' module trees + ssh keys + init; initrd per kernel."""
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kmod-vm-root",
           "-f", str(dest / "id_ed25519")])
     with tempfile.TemporaryDirectory(prefix=".rootfs-", dir=VM_CACHE) as tmpdir:
         root = Path(tmpdir) / "root"
-        _run(["cp", "-a", str(base), str(root)])
+        _unmount(base)  # a base built before _unmount existed
+        _run(["cp", "-a", "--one-file-system", str(base), str(root)])
         (root / ".ready").unlink()
-        # Resolved because lib -> usr/lib on bookworm (merged /usr).
+        # Resolved because lib -> usr/lib on merged-/usr systems (bookworm, trixie).
         moddirs = (root / "lib").resolve() / "modules"
         moddirs.mkdir(exist_ok=True)
         for tree in trees:
             _run(["cp", "-a", str(tree.moddir), str(moddirs)])
+            if not guest.pip:
+                # The guest's own kmod writes the indexes the tests compare with (kmod 28/34).
+                _run(["chroot", str(root), "depmod", tree.release])
             for name in (f"config-{tree.release}", f"System.map-{tree.release}"):
                 shutil.copy2(tree.root / "boot" / name, root / "boot" / name)
         ssh = root / "root/.ssh"
@@ -291,9 +337,42 @@ def _build_image(base: Path, trees: list[KernelTree], dest: Path) -> None:
         _build_initrd(tree, dest / f"initrd-{tree.release}.gz")
 
 
-def _image_dir(base: Path) -> tuple[Path, list[KernelTree]]:
-    trees = [pristine_root(key) for key in KERNELS]
-    debs = [kernel_package(key).name for key in KERNELS]
+def _unpacked(deb: Path) -> KernelTree:
+    """A kernel package of another suite unpacked under the cache, indexed by this machine's
+    depmod (enough to pick the initramfs modules; the image's indexes are the guest's)."""
+    release = re.sub(r"^linux-image-(.*?)(-unsigned)?_.*$", r"\1", deb.name)
+    root = VM_CACHE / "roots" / release
+    with _cache_locked(f"vm-root-{release}"):
+        if not (root / ".ready").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=VM_CACHE))
+            try:
+                _run(["dpkg", "-x", str(deb), str(tmp)])
+                _run(["depmod", "-b", str(tmp), release])
+                root.parent.mkdir(parents=True, exist_ok=True)
+                tmp.rename(root)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            (root / ".ready").touch()
+    return KernelTree(deb.name.split("_")[0], root, release)
+
+
+def kernel(key: str) -> tuple[KernelTree, Path]:
+    """The unpacked tree and .deb of the kernel that VM key boots."""
+    if key in KERNELS:
+        return pristine_root(key), kernel_package(key)
+    if key == "trixie":  # the kmod 34 oracle's kernel, indexed by trixie's depmod already
+        return kmod34.pristine_root(), kmod34.kernel_package()
+    suite, series = SUITE_KERNELS[key]
+    deb = kmod34.suite_kernel_package(suite, VM_CACHE / f"apt-{suite}", series)
+    return _unpacked(deb), deb
+
+
+def _image_dir(guest: Guest, base: Path) -> tuple[Path, list[KernelTree]]:
+    kernels = [kernel(key) for key in guest.kernels]
+    trees = [tree for tree, _deb in kernels]
+    debs = [deb.name for _tree, deb in kernels]
     key = _hash(FORMAT, base.name, debs, INITRD_MODULES, INITRD_INIT, GUEST_INIT, SSHD_CONFIG)
     return VM_CACHE / f"image-{key}", trees
 
@@ -311,17 +390,27 @@ def _prune(keep: set[Path]) -> None:
             _discard(entry)
 
 
-def build() -> Path:
-    """Build (or find) the current image directory; safe to call from parallel sessions."""
+def guest_of(key: str) -> str:
+    """The guest (GUESTS key) whose image boots VM key ("6.1", "6.12", "trixie", "bullseye")."""
+    for name, guest in GUESTS.items():
+        if key in guest.kernels:
+            return name
+    known = [k for guest in GUESTS.values() for k in guest.kernels]
+    raise ValueError(f"unknown kernel {key!r}; known: {', '.join(known)}")
+
+
+def build(guest_name: str = "bookworm") -> Path:
+    """Build (or find) a guest's current image directory; safe to call from parallel sessions."""
+    guest = GUESTS[guest_name]
     with _locked():
-        base = _base_dir()
-        dest, trees = _image_dir(base)
+        base = _base_dir(guest)
+        dest, trees = _image_dir(guest, base)
         if not (dest / ".ready").exists():
-            _base_tree(base)
+            _base_tree(guest, base)
             shutil.rmtree(dest, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=".image-", dir=VM_CACHE))
             try:
-                _build_image(base, trees, tmp)
+                _build_image(guest, base, trees, tmp)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -335,10 +424,8 @@ def build() -> Path:
 
 
 def image(key: str) -> VMImage:
-    """The boot files for kernel `key` ("6.1" or "6.12"), built on first use."""
-    if key not in KERNELS:
-        raise ValueError(f"unknown kernel {key!r}; known: {', '.join(KERNELS)}")
-    directory = build()
-    tree = pristine_root(key)
+    """The boot files for VM key ("6.1", "6.12", "trixie", "bullseye"), built on first use."""
+    directory = build(guest_of(key))
+    tree, _deb = kernel(key)
     return VMImage(key, tree.release, tree.vmlinuz, directory / f"initrd-{tree.release}.gz",
                    directory / "rootfs.img", directory / "id_ed25519")

@@ -152,7 +152,8 @@ def ansible_playbook(vms: t.Sequence[VM], playbook: str | Path | list, *,
 
 
 class VM:
-    """One qemu guest booting Debian kernel `key` ("6.1" or "6.12")."""
+    """One qemu guest booting kernel `key`: "6.1" or "6.12" (Debian 12 guest), "trixie"
+    (Debian 13 with its 6.12 kernel) or "bullseye" (Debian 11 with its 5.10 kernel)."""
 
     def __init__(self, key: str, name: str | None = None, *, memory: int = 2048, smp: int = 2,
                  port: int | None = None) -> None:
@@ -194,6 +195,13 @@ class VM:
 
     def start(self, timeout: float = BOOT_TIMEOUT) -> VM:
         """Boot from the pristine image and wait until ssh answers."""
+        self.launch()
+        self.wait_ssh(timeout)
+        return self
+
+    def launch(self) -> VM:
+        """Start qemu on the pristine image without waiting for the boot (wait_ssh() does):
+        guests launched one after the other boot side by side."""
         self.image = image(self.key)
         self.rundir.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port is not None
@@ -214,7 +222,6 @@ class VM:
             qemu_log = (self.rundir / "qemu.log").read_text(errors="replace")
             if self._proc.poll() is None or fixed_port or "hostfwd" not in qemu_log:
                 break
-        self.wait_ssh(timeout)
         return self
 
     def _save_state(self) -> None:

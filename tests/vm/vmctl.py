@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Command line for the test VMs (molecule's create/destroy playbooks, manual debugging).
 
-    vmctl.py build                              build/refresh the cached images
+    vmctl.py build                              build/refresh the cached images (every guest)
     vmctl.py start NAME --kernel 6.1 [--port P] boot, wait for ssh, print its host vars (JSON)
     vmctl.py run NAME -- CMD...                 run a command in the guest over ssh
     vmctl.py reboot NAME                        reboot the guest (disk changes are kept)
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from images import KERNELS, build  # noqa: E402
+from images import GUESTS, build  # noqa: E402
 from qemu import RUN_DIR, VM, inventory  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build")
     start = sub.add_parser("start")
     start.add_argument("name")
-    start.add_argument("--kernel", choices=sorted(KERNELS), required=True)
+    start.add_argument("--kernel", choices=[k for g in GUESTS.values() for k in g.kernels], required=True)
     start.add_argument("--port", type=int)
     start.add_argument("--memory", type=int, default=2048)
     start.add_argument("--smp", type=int, default=2)
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no VM named {args.name} was started with vmctl.py")
 
     if args.cmd == "build":
-        print(build())
+        for guest in GUESTS:
+            print(build(guest))
     elif args.cmd == "start":
         if (RUN_DIR / args.name / "state.json").exists() and VM.attach(args.name).alive():
             parser.error(f"VM {args.name} is already running")
