@@ -18,12 +18,27 @@ from ansible_collections.kernel.kmod.plugins.modules import kmod_blacklist, kmod
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils" / "_kmod"))
 import kmod34  # noqa: E402
 from fake_kernel import FakeKernel  # noqa: E402
+from kernels import KernelTree, pristine_root  # noqa: E402
 
 needs_kmod34 = pytest.mark.skipif(kmod34.available() is not None, reason=str(kmod34.available()))
 
 
 def major(version_text: str) -> int:
     return int(re.search(r"^kmod version (\d+)", version_text, re.M).group(1))
+
+
+def small_tree(src: KernelTree, dest: Path, moddir: str = "lib/modules") -> KernelTree:
+    """dummy alone out of a real tree, with the tree's order and builtin lists (a whole
+    tree would make kmod_depmod read thousands of modules per run)."""
+    old, new = src.root / moddir / src.release, dest / moddir / src.release
+    (new / "kernel/drivers/net").mkdir(parents=True)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        shutil.copyfile(old / name, new / name)
+    for ko in (old / "kernel/drivers/net").glob("dummy.ko*"):
+        shutil.copyfile(ko, new / "kernel/drivers/net" / ko.name)
+    if moddir != "lib/modules":
+        (dest / "lib").symlink_to("usr/lib")  # merged /usr, as kmod34.pristine_root has it
+    return KernelTree(src.key, dest, src.release)
 
 
 @pytest.fixture
@@ -47,8 +62,9 @@ def results(monkeypatch, run_module):
     return run
 
 
-def test_tree_indexed_by_this_machines_kmod(scratch_kernel, results):
-    tree = scratch_kernel("6.1")  # indexed by this machine's depmod
+def test_tree_indexed_by_this_machines_kmod(tmp_path, results):
+    tree = small_tree(pristine_root("6.1"), tmp_path / "root")
+    subprocess.run(["depmod", "-b", str(tree.root), tree.release], check=True)  # this machine's
     host = major(subprocess.run(["kmod", "--version"], capture_output=True, text=True, check=True).stdout)
     for name, gen in results(tree).items():
         assert (gen["version"], gen["source"]) == (host, "index"), name
@@ -56,7 +72,8 @@ def test_tree_indexed_by_this_machines_kmod(scratch_kernel, results):
 
 @needs_kmod34
 def test_debian13_root_by_its_dpkg_status_and_forced(tmp_path, results):
-    tree = kmod34.scratch_root(tmp_path / "root")
+    tree = small_tree(kmod34.pristine_root(), tmp_path / "root", "usr/lib/modules")
+    assert kmod34.depmod(tree).returncode == 0
     status = tree.root / "var/lib/dpkg/status"
     status.parent.mkdir(parents=True)
     shutil.copyfile(kmod34.chroot_dir() / "var/lib/dpkg/status", status)
