@@ -63,26 +63,27 @@ def test_live_system(distro_vm: VM) -> None:
     vm = distro_vm
     gen = generation(vm)
     # An options line in a *.alias file: kmod 28 applies it, kmod 34 ignores the file.
-    vm.put("options dummy numdummies=3\n", ALIAS_FILE)
+    # nbd: its nbds_max is readable in /sys (dummy's numdummies is not).
+    vm.put("options nbd nbds_max=3\n", ALIAS_FILE)
     try:
         modprobe_c = guest(vm, "modprobe -c")
-        show = guest(vm, "modprobe --show-depends dummy").splitlines()
-        modinfo = {name: guest(vm, f"modinfo {name}") for name in ("dummy", "nf_nat")}
+        show = guest(vm, "modprobe --show-depends nbd").splitlines()
+        modinfo = {name: guest(vm, f"modinfo {name}") for name in ("nbd", "nf_nat")}
         res = vm.ansible_tasks([
             {"name": "facts", "kernel.kmod.kmod_facts": {"gather_subset": ["loaded", "config"],
-                                                         "modinfo": ["dummy", "nf_nat"]}},
-            {"name": "load", "kernel.kmod.kmod_load": {"name": "dummy"}},
-            {"name": "params", "ansible.builtin.command": "cat /sys/module/dummy/parameters/numdummies"},
-            {"name": "disable", "kernel.kmod.kmod_blacklist": {"name": ["dummy"], "mode": "disable",
+                                                         "modinfo": ["nbd", "nf_nat"]}},
+            {"name": "load", "kernel.kmod.kmod_load": {"name": "nbd"}},
+            {"name": "params", "ansible.builtin.command": "cat /sys/module/nbd/parameters/nbds_max"},
+            {"name": "disable", "kernel.kmod.kmod_blacklist": {"name": ["nbd"], "mode": "disable",
                                                                "path": DISABLE_FILE, "unload": True}},
-            {"name": "modprobe refused", "ansible.builtin.command": "modprobe dummy", "ignore_errors": True},
-            {"name": "enable", "kernel.kmod.kmod_blacklist": {"name": ["dummy"], "state": "absent",
+            {"name": "modprobe refused", "ansible.builtin.command": "modprobe nbd", "ignore_errors": True},
+            {"name": "enable", "kernel.kmod.kmod_blacklist": {"name": ["nbd"], "state": "absent",
                                                               "path": DISABLE_FILE}},
         ])
         loaded = guest(vm, "cat /proc/modules")
         still = guest(vm, f"cat {DISABLE_FILE} 2>/dev/null || true")
     finally:
-        vm.run(f"rm -f {ALIAS_FILE} {DISABLE_FILE}; modprobe -r dummy")
+        vm.run(f"rm -f {ALIAS_FILE} {DISABLE_FILE}; modprobe -r nbd")
     assert res.rc == 0, res
 
     expected = {"version": gen, "source": "dpkg", "evidence": f"/var/lib/dpkg/status: kmod {kmod_major(vm)}"}
@@ -94,16 +95,16 @@ def test_live_system(distro_vm: VM) -> None:
         assert kmod["modinfo"][name]["text"] == text, name
     ours = [f"options {o['module']} {o['options']}" for o in kmod["config"]["options"]]
     assert ours == [line for line in modprobe_c.splitlines() if line.startswith("options ")]
-    assert ("options dummy numdummies=3" in ours) is (gen < 33)
+    assert ("options nbd nbds_max=3" in ours) is (gen < 33)
 
     load = res.task("load")
     assert load["changed"] is True and load["modules"][0]["show_depends"] == show
-    numdummies = "3" if gen < 33 else "1"  # dummy's default is 1
-    assert res.task("params")["stdout"] == numdummies
+    assert (show[-1].endswith(" nbds_max=3 ")) is (gen < 33), show
+    assert (res.task("params")["stdout"] == "3") is (gen < 33)
     assert res.task("disable")["changed"] is True
     refused = res.task("modprobe refused")
     assert refused["rc"] != 0, "the guest's modprobe must obey the disable file we wrote"
-    assert not re.search(r"^dummy ", loaded, re.M) and still == ""
+    assert not re.search(r"^nbd ", loaded, re.M) and still == ""
 
 
 def test_depmod_equals_the_guests_depmod(distro_vm: VM) -> None:
