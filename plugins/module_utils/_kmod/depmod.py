@@ -29,9 +29,8 @@ from . import depmod_output as output
 from .depmod_config import BUILTIN, EXTERNAL, DepmodConfig
 from .depmod_files import (
     StatKey, check_moddir, check_output, input_key, path_key, read_input, reason, walk_listing)
-from .elf import parse_module
+from .elf import read_module
 from .errors import DependencyCycleError, KmodError
-from .file import read_module_bytes
 from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
 from .names import MODULE_EXTENSIONS, modname_normalize
@@ -62,8 +61,7 @@ def scan_module(path: str) -> Scan:
     """What depmod reads from one module file. A file libkmod cannot open or parse
     yields the error and nothing else: depmod logs it and keeps the module, dependency-less."""
     try:
-        data = read_module_bytes(path)[0]
-        elf = parse_module(data, path)
+        elf = read_module(path)
     except KmodError as exc:
         return exc.msg, b"", b"", b"", b"", b"", []
     exports = elf.exports_raw()
