@@ -15,6 +15,10 @@ from kernels import KernelTree, pristine_root, scratch_root  # noqa: E402
 
 sys.path.insert(0, checkout_collections_path())
 
+# Test data is not collected: the sysfs fixtures hold sysfs's own symlink cycles, which
+# pytest would walk into for ever.
+collect_ignore_glob = ["*/fixtures"]
+
 
 @pytest.fixture(scope="session")
 def kernel_6_1() -> KernelTree:
