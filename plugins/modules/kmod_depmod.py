@@ -187,12 +187,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kernel.kmod.plugins.module_utils._argspec import argument_spec
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod_plan import apply, plan_depmod
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import KmodError
-from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths, check_path_value
 
 
 def run(params: dict[str, t.Any], check_mode: bool, diff: bool) -> tuple[dict[str, t.Any], list[str]]:
     """Plan, apply unless check_mode; the result and the warnings."""
     start = time.monotonic()
+    check_path_value(params["cache_dir"], "cache_dir")  # a bad value is an error even with cache off
     plan = plan_depmod(
         KmodPaths.from_params(params), config_dirs=params["config_dirs"], system_map=params["system_map"],
         symvers=params["symvers"], check_unresolved=params["check_unresolved"], jobs=params["jobs"],
