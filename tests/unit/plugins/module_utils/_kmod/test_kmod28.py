@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.depmod import Depmod
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import ModuleLookupError
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.generation import KmodGeneration, detect_generation
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.resolver import ModuleDB
 
 import kmod28
+import kmod34
 from depmod_trees import empty_tree, make_module, real_depmod
 from kernels import KernelTree
 
@@ -102,6 +106,29 @@ def test_small_tree_identical_to_kmod28_and_kmod30(tmp_path, builtin):
     if builtin == "modules":  # the tree tells which depmod indexed it
         assert detect_generation(paths_of(t28)).version == 28
         assert detect_generation(paths_of(t30)).version == 30
+
+
+def test_builtin_lookups_on_kmod28_indexes_equal_kmod28_modprobe(tmp_path):
+    """With kmod 28's 0-byte modules.builtin.alias.bin, its modprobe finds builtin modules by
+    name (modules.builtin.bin) but not by alias; the resolver answers the same."""
+    tree = small_tree(tmp_path / "root", "modules")
+    proc = kmod28.depmod(tree)
+    assert proc.returncode == 0, proc.stderr
+    paths = paths_of(tree)
+    db = ModuleDB(paths, ModprobeConfig.load(paths, cmdline="", config_paths=[], generation=KMOD28))
+    found = 0
+    for name in ("ext4", "crc32c_generic", "fs-ext4", "crypto-crc32c", "k28-core-alias"):
+        real = kmod34.run_in(kmod28.chroot_dir(), ["modprobe", "-d", "/tree", "-S", tree.release, "-C", "/dev/null",
+                                                   "--show-depends", name], tree.root, text=True)
+        if real.returncode != 0:
+            assert "not found" in real.stderr, real.stderr
+            with pytest.raises(ModuleLookupError):
+                db.show_depends(name)
+            continue
+        expected = [line.replace("/tree/", f"{tree.root}/") for line in real.stdout.split("\n")[:-1]]
+        assert db.show_depends(name) == expected, name
+        found += 1
+    assert found == 3  # the two builtin names and the loadable module's alias
 
 
 def test_kmod28_is_what_the_chroot_runs():
