@@ -30,7 +30,7 @@ options:
     type: str
   kmod_compat:
     description:
-      - Which kmod release's behaviour and output to reproduce, where kmod 28 (Debian 11, RHEL 9), kmod 30
+      - Which kmod release's behaviour and output to reproduce, where kmod 28 (Debian 11), kmod 30
         (Debian 12) and kmod 34 (Debian 13) differ (index layout, C(modules.weakdep), C(*.alias) files in
         C(modprobe.d), modinfo padding, kmod 28's C(modules.builtin.alias.bin)).
       - V(auto) detects the kmod installed under O(root) (dpkg, else the C(libkmod.so) file name), else
