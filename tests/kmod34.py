@@ -79,17 +79,17 @@ def available() -> str | None:
     return None
 
 
-def chroot_dir() -> Path:
-    """The trixie chroot with kmod 34, built on first use."""
-    key = hashlib.sha256(json.dumps([FORMAT, SUITE, _mirror(), PACKAGES]).encode()).hexdigest()[:16]
-    chroot = K34 / f"chroot-{key}"
-    with _locked("kmod34-chroot"):
+def suite_chroot(suite: str, base: Path) -> Path:
+    """A minimal chroot of suite with kmod (debootstrap), built once under base, behind a lock."""
+    key = hashlib.sha256(json.dumps([FORMAT, suite, _mirror(), PACKAGES]).encode()).hexdigest()[:16]
+    chroot = base / f"chroot-{key}"
+    with _locked(f"{base.name}-chroot"):
         if not (chroot / ".ready").exists():
             shutil.rmtree(chroot, ignore_errors=True)
-            K34.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".chroot-", dir=K34))
+            base.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".chroot-", dir=base))
             try:
-                _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp),
+                _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(tmp),
                       _mirror()])
                 (tmp / "tree").mkdir(exist_ok=True)
                 tmp.rename(chroot)
@@ -98,6 +98,11 @@ def chroot_dir() -> Path:
                 raise
             (chroot / ".ready").touch()
     return chroot
+
+
+def chroot_dir() -> Path:
+    """The trixie chroot with kmod 34, built on first use."""
+    return suite_chroot(SUITE, K34)
 
 
 def suite_apt(suite: str, apt: Path, *args: str) -> str:
@@ -151,11 +156,16 @@ def kernel_package() -> Path:
 
 def run(argv: list[str], tree: Path | None = None, binds: t.Mapping[str, Path] | None = None,
         **kwargs: t.Any) -> subprocess.CompletedProcess:
-    """Run argv (a kmod 34 command) in the chroot, with tree bind-mounted at /tree and each
-    of binds' paths at its key (a directory name like "/cfg", made in the chroot if needed).
+    """Run argv (a kmod 34 command) in the trixie chroot (see run_in)."""
+    return run_in(chroot_dir(), argv, tree, binds, **kwargs)
+
+
+def run_in(chroot: Path, argv: list[str], tree: Path | None = None, binds: t.Mapping[str, Path] | None = None,
+           **kwargs: t.Any) -> subprocess.CompletedProcess:
+    """Run argv in chroot, with tree bind-mounted at /tree and each of binds' paths at its
+    key (a directory name like "/cfg", made in the chroot if needed).
 
     No /proc inside: modprobe sees no kernel command line and no live modules."""
-    chroot = chroot_dir()
     mounts = {"/tree": tree} if tree is not None else {}
     mounts.update(binds or {})
     script = ""

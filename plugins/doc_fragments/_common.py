@@ -30,14 +30,14 @@ options:
     type: str
   kmod_compat:
     description:
-      - Which kmod release's behaviour and output to reproduce, where kmod 30 (Debian 12) and kmod 34
-        (Debian 13) differ (index layout, C(modules.weakdep), C(*.alias) files in C(modprobe.d), modinfo
-        padding).
+      - Which kmod release's behaviour and output to reproduce, where kmod 28 (Debian 11), kmod 30
+        (Debian 12) and kmod 34 (Debian 13) differ (index layout, C(modules.weakdep), C(*.alias) files in
+        C(modprobe.d), modinfo padding, kmod 28's C(modules.builtin.alias.bin)).
       - V(auto) detects the kmod installed under O(root) (dpkg, else the C(libkmod.so) file name), else
         the layout of the existing C(modules.dep.bin); with no kmod at all, the newest (34).
-      - Releases 31 to 33 are detected as themselves; this option offers the two generations tested.
+      - Releases 29 and 31 to 33 are detected as themselves; this option offers the three generations tested.
     type: str
-    choices: [auto, '30', '34']
+    choices: [auto, '28', '30', '34']
     default: auto
 requirements:
   - pyelftools (on the managed node)

@@ -11,7 +11,7 @@ import typing as t
 COMMON_ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "root": {"type": "path", "default": "/"},
     "kernel_release": {"type": "str"},
-    "kmod_compat": {"type": "str", "default": "auto", "choices": ["auto", "30", "34"]},
+    "kmod_compat": {"type": "str", "default": "auto", "choices": ["auto", "28", "30", "34"]},
 }
 
 

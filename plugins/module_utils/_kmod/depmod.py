@@ -455,7 +455,8 @@ class Depmod:
         builtin = self._input(os.path.join(self.dirname, "modules.builtin"))
         files["modules.builtin.bin"] = output.builtin_index(builtin, self.warnings, pre)
         modinfo = self._input(os.path.join(self.dirname, "modules.builtin.modinfo"))
-        files["modules.builtin.alias.bin"] = output.builtin_alias_index(modinfo, self.warnings, pre)
+        files["modules.builtin.alias.bin"] = output.builtin_alias_index(
+            modinfo, self.warnings, pre, gen.builtin_alias_inverted)
         files["modules.devname"] = output.devnames(mods, self.warnings)
         files["modules.alias"], files["modules.alias.bin"] = other_half()
         inputs = [(path, option, key) for path, (option, key, _data) in self.inputs.items()]

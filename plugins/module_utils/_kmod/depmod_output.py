@@ -118,11 +118,15 @@ def builtin_index(data: bytes | None, warnings: list[str], preorder: bool) -> by
     return index.to_bytes(preorder)
 
 
-def builtin_alias_index(data: bytes | None, warnings: list[str], preorder: bool) -> bytes:
+def builtin_alias_index(data: bytes | None, warnings: list[str], preorder: bool, inverted: bool = False) -> bytes:
     """modules.builtin.alias.bin from modules.builtin.modinfo's bytes (None: missing), with
-    the stream parser's quirks."""
+    the stream parser's quirks.
+
+    inverted: kmod 28's output_builtin_alias_bin, which writes its index only when
+    kmod_module_get_info's last count is 0, i.e. when there is no builtin module (missing
+    or empty modules.builtin.modinfo: an empty index), and else leaves the file empty."""
     if data is None:
-        return b""
+        return IndexBuilder().to_bytes(preorder) if inverted else b""
     index = IndexBuilder()
     pos, end = 0, len(data)
 
@@ -153,6 +157,8 @@ def builtin_alias_index(data: bytes | None, warnings: list[str], preorder: bool)
             warnings.append(f"Unmatched bracket in {os.fsdecode(value)}")
             continue
         index.insert(enc(alias), modname, 0)
+    if inverted:  # the aliases were read (and warned about) all the same
+        return b"" if data else IndexBuilder().to_bytes(preorder)
     return index.to_bytes(preorder)
 
 

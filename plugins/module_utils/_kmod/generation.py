@@ -3,7 +3,8 @@
 # Do not use this from other collections or standalone plugins/modules!
 """Which kmod release the engine imitates on a target: its "generation".
 
-kmod's user-visible output changed between kmod 30 (Debian 12) and kmod 34 (Debian 13);
+kmod's user-visible output changed between kmod 28 (Debian 11), kmod 30 (Debian 12) and
+kmod 34 (Debian 13);
 docs/kmod-generations.md lists the differences with kmod source references. The engine
 keeps the kmod major version it imitates in a ``KmodGeneration`` and asks it feature
 questions (``preorder_index``, ``weakdep``...), so that a target is answered the way its
@@ -20,10 +21,12 @@ Detection (``detect_generation``), first signal that answers wins:
    b. the name of the shared library ``libkmod.so.2.X.Y`` in the usual library
       directories (every distribution: RHEL's rpm database is not readable without
       rpm, but the file name is): libtool's version-info maps one to one to a kmod
-      release (2.4.0 = kmod 30 ... 2.5.0 = kmod 33, 2.5.1 = kmod 34).
+      release (2.4.0 = kmod 30 ... 2.5.0 = kmod 33, 2.5.1 = kmod 34; 2.3.x, kmod 26 to 29,
+      is taken as 28).
 3. The layout of the kernel's existing ``modules.dep.bin`` (written by the distro's
    depmod): root node right after the header = pre-order = kmod >= 34; otherwise
-   post-order, kmod 33 if ``modules.weakdep`` is next to it, else kmod 30.
+   post-order, kmod 33 if ``modules.weakdep`` is next to it, kmod 28 if
+   ``modules.builtin.alias.bin`` is empty while ``modules.builtin.modinfo`` is not, else kmod 30.
 4. For a ``root`` other than ``/`` that tells nothing (a bare module tree): the kmod of
    the system running the engine (2.), as its ``depmod -b`` would be the one to index it.
 5. Nothing (no kmod installed, no index: minimal images, containers): the newest.
@@ -43,9 +46,9 @@ from .errors import KmodError
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
 
-OLDEST = 30  # the oldest behaviour modelled (kmod <= 30 are taken as 30)
+OLDEST = 28  # the oldest behaviour modelled (older kmod releases are taken as 28)
 NEWEST = 34  # the newest behaviour modelled (newer kmod releases are taken as 34)
-COMPAT_CHOICES = ("auto", "30", "34")
+COMPAT_CHOICES = ("auto", "28", "30", "34")
 
 # libkmod's libtool version-info (Makefile.am LIBKMOD_CURRENT/REVISION/AGE) as the
 # library file's suffix, mapped to the kmod release that introduced it.
@@ -98,6 +101,13 @@ class KmodGeneration:
         return self.version >= 34
 
     @property
+    def builtin_alias_inverted(self) -> bool:
+        """depmod writes modules.builtin.alias.bin only when there is no builtin module: an
+        empty index then, else a 0-byte file (kmod 28 took kmod_module_get_info's count for
+        an error; f0a1360 fixed it in kmod 29)."""
+        return self.version <= 28
+
+    @property
     def depmod_files(self) -> tuple[str, ...]:
         """The files this generation's depmod writes, in its order (depmod_output's depfiles[])."""
         files = ["modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep"]
@@ -117,7 +127,7 @@ class KmodCompatError(KmodError):
 
 
 def parse_compat(value: t.Any) -> int | None:
-    """``auto``/None -> None (detect); ``30``/``34``/``34.2``/30 -> that major version."""
+    """``auto``/None -> None (detect); ``28``/``30``/``34``/``34.2``/30 -> that major version."""
     if value is None or value == "" or value == "auto":
         return None
     text = value.strip() if isinstance(value, str) else repr(value)
@@ -125,7 +135,7 @@ def parse_compat(value: t.Any) -> int | None:
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         match = re.fullmatch(r"([0-9]{1,3})(?:\.[0-9]{1,3})?", str(value).strip())
     if match is None:
-        raise KmodCompatError(f"kmod_compat must be 'auto' or a kmod version such as 30 or 34, not {text[:40]!r}",
+        raise KmodCompatError(f"kmod_compat must be 'auto' or a kmod version such as 28, 30 or 34, not {text[:40]!r}",
                               kmod_compat=text[:40])
     return _clamp(int(match.group(1)))
 
@@ -226,7 +236,7 @@ def _from_libkmod(paths: KmodPaths) -> KmodGeneration | None:
             if (minor, rev) in _LIBKMOD_SUFFIX:
                 version = _LIBKMOD_SUFFIX[(minor, rev)]
             elif minor < 4:
-                version = OLDEST  # 2.3.x: kmod 26 to 29
+                version = 28  # 2.3.x: kmod 26 to 29 (RHEL 9's and Debian 11's is 28)
             else:
                 version = NEWEST  # newer than any release we know
             if best is None or version > best[0]:
@@ -260,4 +270,17 @@ def _from_index(paths: KmodPaths) -> KmodGeneration | None:
     if preorder:
         return KmodGeneration(34, "index", f"{dep_bin}: pre-order")
     weakdep = os.path.exists(paths.module_index("modules.weakdep"))
-    return KmodGeneration(33 if weakdep else OLDEST, "index", f"{dep_bin}: post-order")
+    if not weakdep and _builtin_alias_left_empty(paths):
+        return KmodGeneration(28, "index", f"{dep_bin}: post-order, 0-byte modules.builtin.alias.bin")
+    return KmodGeneration(33 if weakdep else 30, "index", f"{dep_bin}: post-order")
+
+
+def _builtin_alias_left_empty(paths: KmodPaths) -> bool:
+    """kmod 28's mark: a 0-byte modules.builtin.alias.bin next to a non-empty
+    modules.builtin.modinfo (kmod 29 and later write the index whenever that file names modules)."""
+    alias_bin = paths.module_index("modules.builtin.alias.bin")
+    modinfo = paths.module_index("modules.builtin.modinfo")
+    try:
+        return os.stat(alias_bin).st_size == 0 and os.stat(modinfo).st_size > 0
+    except OSError:
+        return False

@@ -64,7 +64,8 @@ def detect(root: Path, compat=None) -> KmodGeneration:
 
 
 @pytest.mark.parametrize("version, expected", [
-    ("34.2-2", 34), ("33-1", 33), ("30+20221128-1", 30), ("1:31-2ubuntu1", 31), ("28-1ubuntu4", 30), ("40.1-1", 34)])
+    ("34.2-2", 34), ("33-1", 33), ("30+20221128-1", 30), ("1:31-2ubuntu1", 31), ("28-1ubuntu4", 28), ("25-2", 28),
+    ("40.1-1", 34)])
 def test_dpkg_status(tmp_path, no_host, version, expected):
     dpkg_status(tmp_path, stanza("bash", "5.2-1"), stanza("kmod", version))
     gen = detect(tmp_path)
@@ -78,7 +79,7 @@ def test_dpkg_ignores_removed_packages_and_takes_libkmod2(tmp_path, no_host):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("usr/lib/x86_64-linux-gnu/libkmod.so.2.4.0", 30), ("lib64/libkmod.so.2.3.7", 30),
+    ("usr/lib/x86_64-linux-gnu/libkmod.so.2.4.0", 30), ("lib64/libkmod.so.2.3.7", 28),
     ("usr/lib/libkmod.so.2.5.1", 34), ("usr/lib64/libkmod.so.2.5.0", 33), ("lib/aarch64-linux-gnu/libkmod.so.2.4.2", 32),
     ("usr/lib/libkmod.so.2.6.0", 34)])
 def test_libkmod_file_name(tmp_path, no_host, name, expected):
@@ -141,8 +142,8 @@ def test_index_layout_of_junk_is_undecided(data):
 
 
 @pytest.mark.parametrize("value, expected", [
-    (None, None), ("auto", None), ("", None), ("30", 30), ("34", 34), (34, 34), ("34.2", 34), ("28", 30),
-    ("99", 34), (" 33 ", 33)])
+    (None, None), ("auto", None), ("", None), ("30", 30), ("34", 34), (34, 34), ("34.2", 34), ("28", 28),
+    ("25", 28), ("29", 29), ("99", 34), (" 33 ", 33)])
 def test_parse_compat(value, expected):
     assert parse_compat(value) == expected
 
