@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The fleet report on both guests at once (examples/fleet-report.yml and the role's kmod_report option); its HTML and JSON against their /proc/modules."""
+"""The fleet report of both guests at once, from examples/fleet-report.yml and from the
+role's kmod_report option; its HTML and JSON against their /proc/modules."""
 
 from __future__ import annotations
 
