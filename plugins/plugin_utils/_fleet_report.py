@@ -65,12 +65,14 @@ def host_entry(name: str, hostvars: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     loaded_blocked = [dict(module=m, **blocked[m]) for m in loaded if m in blocked]
     unmet = []
     loaded_set = set(loaded)
+    # A builtin module is in the kernel (kmod_load reports it present) though not in /proc/modules.
+    builtin = {_norm(m) for m in facts.get("builtin") or []}
     for key, names in _desired(hostvars).items():
         want_loaded = DESIRED_KEYS[key] == "loaded"
         for module in names:
-            if (module in loaded_set) != want_loaded:
+            if (module in loaded_set or module in builtin) != want_loaded:
                 unmet.append({"module": module, "wanted": DESIRED_KEYS[key], "variable": key,
-                              "loaded": module in loaded_set})
+                              "loaded": module in loaded_set, "builtin": module in builtin})
     devices = [{k: d.get(k) for k in ("path", "bus", "modalias", "driver", "driver_module", "driver_builtin",
                                       "modules")} for d in facts.get("devices") or []]
     return {"host": name, "facts": True, "kernel_release": facts.get("kernel_release"), "loaded": loaded,
@@ -81,7 +83,7 @@ def host_entry(name: str, hostvars: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
 def build_report(hostvars: t.Mapping[str, t.Any], hosts: t.Iterable[str],
                  drift_share: float = DRIFT_SHARE) -> dict[str, t.Any]:
     """The report of ``hosts`` from their hostvars (ansible_facts.kmod from kmod_facts with
-    the loaded and config subsets, devices optional; the role's desired lists if set)."""
+    the loaded and config subsets, builtin and devices optional; the role's desired lists if set)."""
     entries = [host_entry(h, hostvars.get(h) or {}) for h in hosts]
     entries.sort(key=lambda e: (-e["problems"], e["host"]))
     with_facts = [e for e in entries if e["facts"]]

@@ -69,6 +69,17 @@ def test_figures() -> None:
                             "loaded_blocked": 2, "desired_unmet": 2, "drift_modules": 3}
 
 
+def test_builtin_modules_are_in_the_kernel() -> None:
+    # kmod_load reports a builtin module present; /proc/modules does not list it.
+    host = facts(["ext4"])
+    host["ansible_facts"]["kmod"]["builtin"] = ["virtio_pci", "unix"]
+    host["kmod_report_desired"] = {"kmod_modules_present": ["virtio-pci", "ext4", "dummy"],
+                                   "kmod_modules_absent": ["unix"]}
+    (entry,) = ReportFilters().filters()["fleet_report"]({"h": host}, ["h"])["hosts"]
+    assert [(u["module"], u["wanted"], u["loaded"], u["builtin"]) for u in entry["desired_unmet"]] == [
+        ("dummy", "loaded", False, False), ("unix", "not loaded", False, True)]
+
+
 class Tables(HTMLParser):
     """Every table by id: rows of (cell text, cell class); and whether anything reaches out."""
 
