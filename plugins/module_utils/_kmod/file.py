@@ -146,28 +146,28 @@ def _zstd_tool(tool: str, data: bytes, path: str, limit: int) -> bytes:
     # The engine has no AnsibleModule (so no run_command): a pipe to zstd, no shell, no user text.
     proc = subprocess.Popen([tool, "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=ansible-bad-function
                             stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None  # (both are pipes)
+    stdout, stderr = t.cast(t.IO[bytes], proc.stdout), t.cast(t.IO[bytes], proc.stderr)  # (both are pipes)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)
     feeder.start()
     out: list[bytes] = []
     total = 0
     try:
         while True:
-            chunk = proc.stdout.read(_CHUNK)
+            chunk = stdout.read(_CHUNK)
             if not chunk:
                 break
             total += len(chunk)
             if total > limit:
                 raise _too_big(path, "zstd", limit)
             out.append(chunk)
-        err = proc.stderr.read()
+        err = stderr.read()
     finally:
         if proc.poll() is None and total > limit:
             proc.kill()
         proc.wait()
         feeder.join()
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
     if proc.returncode != 0:
         raise ModuleFileError(f"{path}: corrupt zstd data: {err.decode(errors='replace').strip()}", path=path)
     return b"".join(out)

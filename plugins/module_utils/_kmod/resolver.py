@@ -569,8 +569,8 @@ class _NotFound(ModuleLookupError):
 
     def _build(self) -> tuple[str, dict[str, t.Any]]:
         if self._built is None:
-            assert self._db is not None
-            self._built = self._db.not_found_message(self._name)
+            db = t.cast(ModuleDB, self._db)  # set until the message is built
+            self._built = db.not_found_message(self._name)
             self._db = None  # the tree is not kept alive by an error someone holds on to
         return self._built
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """devices.scan_devices and impact on a sysfs copied from the 6.1 VM guest.
 
-fixtures/sysfs/6.1 holds what the scan reads of the guest's /sys and /proc
+fixtures/sysfs-6.1.tar.xz holds what the scan reads of the guest's /sys and /proc
 (tests/vm's Debian 12 guest booting 6.1.0-56-amd64), and expected-resolve-alias.txt
 what the guest's own ``modprobe --resolve-alias MODALIAS`` (kmod 30) printed for
 every device with a modalias: the oracle for the candidates.
@@ -9,8 +9,11 @@ every device with a modalias: the oracle for the candidates.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,19 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.impact import (
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import KmodPaths
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.resolver import ModuleDB
 
-GUEST = Path(__file__).parent / "fixtures" / "sysfs" / "6.1"
+
+
+def _unpack_guest() -> Path:
+    """The fixture is a tarball: sysfs names hold ':' (which ansible-test and Windows refuse
+    in file names) and symlink cycles (which a tree walk would follow for ever)."""
+    where = tempfile.mkdtemp(prefix="kmod-sysfs-")
+    atexit.register(shutil.rmtree, where, True)
+    subprocess.run(["tar", "-xJf", str(Path(__file__).parent / "fixtures" / "sysfs-6.1.tar.xz"), "-C", where],
+                   check=True)
+    return Path(where) / "6.1"
+
+
+GUEST = _unpack_guest()
 SYS, PROC = str(GUEST / "sys"), str(GUEST / "proc")
 ROOT_DISK = "/sys/devices/pci0000:00/0000:00:04.0/virtio1"
 NIC = "/sys/devices/pci0000:00/0000:00:03.0/virtio0"
