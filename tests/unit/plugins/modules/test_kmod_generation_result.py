@@ -24,7 +24,9 @@ needs_kmod34 = pytest.mark.skipif(kmod34.available() is not None, reason=str(kmo
 
 
 def major(version_text: str) -> int:
-    return int(re.search(r"^kmod version (\d+)", version_text, re.M).group(1))
+    found = re.search(r"^kmod version (\d+)", version_text, re.M)
+    assert found, version_text
+    return int(found.group(1))
 
 
 def small_tree(src: KernelTree, dest: Path, moddir: str = "lib/modules") -> KernelTree:

@@ -289,4 +289,3 @@ def test_single_process_when_no_pool(tree, monkeypatch):
     monkeypatch.setattr(multiprocessing.get_context("fork"), "Pool", no_pool)
     result = compare(tree, jobs=2)
     assert any("one process" in w for w in result.warnings)
-

@@ -28,7 +28,6 @@ from ansible_collections.kernel.kmod.plugins.module_utils._kmod.paths import Kmo
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.resolver import ModuleDB
 
 
-
 def _unpack_guest() -> Path:
     """The fixture is a tarball: sysfs names hold ':' (which ansible-test and Windows refuse
     in file names) and symlink cycles (which a tree walk would follow for ever)."""
