@@ -67,4 +67,3 @@ def test_facts_match_proc_sys_lsmod(vm: VM) -> None:
         assert kmod["modinfo"][name]["text"] == modinfo_text[name], name
     assert set(kmod["builtin"]) >= {line.rsplit("/", 1)[1].split(".")[0].replace("-", "_") for line in
                                     guest(vm, f"cat /lib/modules/{vm.image.release}/modules.builtin").split()}
-

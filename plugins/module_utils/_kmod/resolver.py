@@ -562,7 +562,8 @@ class _NotFound(ModuleLookupError):
     probed for blocking), and building the hint costs a dump of three indexes and difflib."""
 
     def __init__(self, db: ModuleDB, name: str) -> None:  # pylint: disable=super-init-not-called
-        Exception.__init__(self, name)
+        # (KmodError.__init__ would assign msg and details, which are built lazily here)
+        Exception.__init__(self, name)  # pylint: disable=non-parent-init-called
         self._db: ModuleDB | None = db
         self._name = name
         self._built: tuple[str, dict[str, t.Any]] | None = None
