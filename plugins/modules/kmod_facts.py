@@ -99,7 +99,7 @@ kmod_generation:
   type: dict
   contains:
     version:
-      description: kmod major version imitated (30 to 34).
+      description: kmod major version imitated (28 to 34).
       type: int
       sample: 34
     source:
