@@ -135,7 +135,10 @@ def parse_compat(value: t.Any) -> int | None:
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         match = re.fullmatch(r"([0-9]{1,3})(?:\.[0-9]{1,3})?", str(value).strip())
     if match is None:
-        raise KmodCompatError(f"kmod_compat must be 'auto' or a kmod version such as 28, 30 or 34, not {text[:40]!r}",
+        shown = repr(text[:40])
+        if len(shown) > 60:  # escapes (\U0001342f) make a repr up to 10 times its text
+            shown = shown[:57] + "..."
+        raise KmodCompatError(f"kmod_compat must be 'auto' or a kmod version such as 28, 30 or 34, not {shown}",
                               kmod_compat=text[:40])
     return _clamp(int(match.group(1)))
 
