@@ -3,7 +3,8 @@
 
 1. Resolution: ONE check-mode kmod_load task over every module name of a real tree
    (ansible-playbook against localhost, root=TREE) vs `modprobe -d TREE -S REL
-   --show-depends NAME` once per name. Also counts names whose show_depends differ.
+   --show-depends NAME` once per name. Also counts names whose show_depends differ, and
+   prints the floor: the same ansible-playbook call running one ping task.
 2. Loading (in a qemu VM with a real Debian kernel): one kmod_load task over a list of
    30 modules, then the same task again, vs community.general.modprobe in a loop over
    the same names, twice. Each side starts from a freshly booted guest.
@@ -99,11 +100,19 @@ def bench_resolution(key: str) -> None:
     theirs, kmod = measure(lambda: [subprocess.run(base + [n], capture_output=True, text=True, check=False)
                                     .stdout.splitlines() for n in names])
     differ = [n for n, mine, want in zip(names, result["modules"], theirs) if mine["show_depends"] != want]
+    # The floor: ansible-playbook running one task that does nothing (ping), same extra vars.
+    ping = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "tasks": [{"name": "floor", "ansible.builtin.ping": {}}]}]
+    _res, floor = measure(lambda: ansible_playbook(
+        [], ping, extra_vars={"names": names, "ansible_python_interpreter": sys.executable}))
     print(f"\n== resolution: {len(names)} names of {tree.release} ==")
     print(f"{'':<36}{'wall':>10}{'CPU':>10}")
     print(f"{'one check-mode kmod_load task':<36}{ours[0]:9.1f}s{ours[1]:9.1f}s")
     print(f"{'modprobe --show-depends per name':<36}{kmod[0]:9.1f}s{kmod[1]:9.1f}s")
     print(f"{'ratio (kmod_load / modprobe)':<36}{ours[0] / kmod[0]:10.3f}{ours[1] / kmod[1]:10.3f}")
+    print(f"{'floor: a one-task ping playbook':<36}{floor[0]:9.1f}s{floor[1]:9.1f}s")
+    print(f"{'floor ratio (ping / modprobe)':<36}{floor[0] / kmod[0]:10.3f}{floor[1] / kmod[1]:10.3f}"
+          "  (what ansible-playbook alone costs: no module run through it can go lower)")
     print(f"names whose show_depends differ from modprobe: {len(differ)} {differ[:10]}")
     peaks = host_peaks(play, {"names": names})
     print(f"peak RSS of the module process, MiB: {peak_rss.shown(peaks, MEMORY_LIMIT_MIB)}")
