@@ -34,6 +34,7 @@ from .errors import DependencyCycleError, KmodError
 from .generation import KmodGeneration, detect_generation
 from .hashtable import iteration_order
 from .names import MODULE_EXTENSIONS, modname_normalize
+from .paths import resolution_cache
 
 if t.TYPE_CHECKING:
     from .paths import KmodPaths
@@ -312,6 +313,10 @@ class Depmod:
 
     def scan(self, mods: list[Module], keys: dict[str, StatKey]) -> dict[str, Scan]:
         """scan_module for every module, in parallel, reusing cached results of unchanged files."""
+        with resolution_cache():  # each module directory resolved once per process
+            return self._scan(mods, keys)
+
+    def _scan(self, mods: list[Module], keys: dict[str, StatKey]) -> dict[str, Scan]:
         cached = self.known
         results: dict[str, Scan] = {}
         todo = []

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod import atomic
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod import paths as paths_mod
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.blacklist import plan_blacklist
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.config import ModprobeConfig
 from ansible_collections.kernel.kmod.plugins.module_utils._kmod.errors import (
@@ -450,3 +451,50 @@ def test_regular_file_check_uses_fstat(tmp_path):
     p.write_bytes(b"abc")
     assert atomic.read_file(str(p), limit=2) == b"ab"
     assert stat.S_ISREG(os.stat(p).st_mode)
+
+
+# --- depmod's resolution cache (paths.resolution_cache) ------------------------------------
+
+def read_as_the_kernel(root: str, path: str) -> bytes | None:
+    """What a process chrooted at root reads at path (openat2 RESOLVE_IN_ROOT), None if nothing."""
+    host = kernel_resolve(root, path)
+    if isinstance(host, int) or not os.path.isfile(host):
+        return None
+    return Path(host).read_bytes()
+
+
+def test_resolution_cache_reads_what_the_kernel_reads(img):
+    root, outside = img
+    moddir = root / "lib/modules" / RELEASE
+    (moddir / "kernel/net").mkdir(parents=True)
+    (moddir / "kernel/net/a.ko").write_bytes(b"image a")
+    (moddir / "updates").symlink_to(f"/lib/modules/{RELEASE}/kernel")  # absolute: inside the image
+    (moddir / "extra").symlink_to("../../../../../outside")  # climbs: clamped at root
+    (moddir / "escape").symlink_to(str(outside))  # a host path: ROOT/host path in a chroot
+    (moddir / "kernel/net/link.ko").symlink_to(f"/lib/modules/{RELEASE}/kernel/net/a.ko")
+    (moddir / "kernel/net/out.ko").symlink_to(f"{outside}/canary.conf")
+    KmodPaths(str(root), RELEASE)
+    rels = ["kernel/net/a.ko", "updates/net/a.ko", "updates/net/link.ko", "kernel/net/link.ko",
+            "kernel/net/out.ko", "extra/canary.conf", "escape/canary.conf", "updates/../kernel/net/a.ko",
+            "kernel/net/missing.ko", "updates/net/out.ko"]
+    with paths_mod.resolution_cache():
+        for _round in range(2):  # the second round from the cache
+            for rel in rels:
+                expected = read_as_the_kernel(str(root), f"/lib/modules/{RELEASE}/{rel}")
+                assert atomic.read_file(str(moddir / rel)) == expected, rel
+    assert read_as_the_kernel(str(root), f"/lib/modules/{RELEASE}/updates/net/link.ko") == b"image a"
+
+
+def test_resolution_cache_directory_swapped_after_caching(img):
+    """A directory resolved into the cache, then swapped for a link out of the image."""
+    root, outside = img
+    moddir = root / "lib/modules" / RELEASE
+    (moddir / "kernel").mkdir()
+    (moddir / "kernel/canary.conf").write_text("image\n")
+    KmodPaths(str(root), RELEASE)
+    with paths_mod.resolution_cache():
+        assert atomic.read_file(str(moddir / "kernel/canary.conf")) == b"image\n"
+        shutil.rmtree(moddir / "kernel")
+        (moddir / "kernel").symlink_to(str(outside))
+        assert atomic.read_file(str(moddir / "kernel/canary.conf")) is None  # ROOT/outside has none
+        assert read_as_the_kernel(str(root), f"/lib/modules/{RELEASE}/kernel/canary.conf") is None
