@@ -74,9 +74,10 @@ def c_bytes(data: bytes) -> str:
 
 
 def make_module(path: Path, exports: tuple[str, ...] = (), needs: tuple[str, ...] = (),
-                weak: tuple[str, ...] = (), modinfo: tuple[str, ...] = ()) -> Path:
-    """A tiny relocatable ELF object shaped like a module (compiled by gcc): exports via
-    __ksymtab_strings, undefined symbols by calls, .modinfo strings."""
+                weak: tuple[str, ...] = (), modinfo: tuple[str, ...] = (), extra: tuple[str, ...] = (),
+                cflags: tuple[str, ...] = ()) -> Path:
+    """A tiny relocatable ELF object shaped like a module (compiled by gcc with cflags): exports
+    via __ksymtab_strings, undefined symbols by calls, .modinfo strings, extra lines of C."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to build synthetic modules")
     src = [f"extern void {n}(void);" for n in needs]
@@ -92,8 +93,8 @@ def make_module(path: Path, exports: tuple[str, ...] = (), needs: tuple[str, ...
                    + c_bytes("\0".join(modinfo).encode()) + ";")
     path.parent.mkdir(parents=True, exist_ok=True)
     c_file = path.parent / (path.name + ".c")
-    c_file.write_text("\n".join(src) + "\n")
-    subprocess.run(["gcc", "-c", "-O0", "-fno-pic", "-fno-asynchronous-unwind-tables", "-o", str(path),
+    c_file.write_text("\n".join([*src, *extra]) + "\n")
+    subprocess.run(["gcc", "-c", "-O0", "-fno-pic", "-fno-asynchronous-unwind-tables", *cflags, "-o", str(path),
                     str(c_file)], check=True)
     c_file.unlink()
     return path

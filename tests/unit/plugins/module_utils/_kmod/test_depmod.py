@@ -289,3 +289,55 @@ def test_single_process_when_no_pool(tree, monkeypatch):
     monkeypatch.setattr(multiprocessing.get_context("fork"), "Pool", no_pool)
     result = compare(tree, jobs=2)
     assert any("one process" in w for w in result.warnings)
+
+
+def _patch_symbol(path, name, st_name=None, bind=None):
+    """Rewrite one .symtab row of an ELF file in place: its name offset, or its binding."""
+    from elftools.elf.elffile import ELFFile
+    with open(path, "r+b") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        index = next(i for i, sym in enumerate(symtab.iter_symbols()) if sym.name == name)
+        row = symtab["sh_offset"] + index * symtab["sh_entsize"]
+        order = "little" if elf.little_endian else "big"
+        info_at = row + (4 if elf.elfclass == 64 else 12)
+        if st_name is not None:
+            f.seek(row)
+            f.write(st_name.to_bytes(4, order))
+        if bind is not None:
+            f.seek(info_at)
+            info = f.read(1)[0]
+            f.seek(info_at)
+            f.write(bytes(((bind << 4) | (info & 0xF),)))
+
+
+@pytest.mark.parametrize("cflags", [(), ("-m32",)], ids=["elf64", "elf32"])
+def test_symbol_tables_like_depmod(tmp_path, cflags):
+    """Exports by __crc_ symbols and by __ksymtab_strings, weak and undefined LOCAL symbols,
+    __versions records and a name out of .strtab (libkmod drops the module's whole list)
+    in both ELF classes, against kmod's depmod and modprobe --dump-modversions."""
+    tree = empty_tree(tmp_path / "root")
+    versions = ('struct { unsigned long crc; char name[64 - sizeof(unsigned long)]; } '
+                'vers[] __attribute__((section("__versions"), used)) = '
+                '{{0x11, "base_fn"}, {0x22, "module_layout"}, {0x33, "leaf_fn"}, {0x44, "base_fn"}};')
+    make_module(tree.moddir / "extra/top.ko", needs=("mid_fn", "base_fn"), weak=("leaf_fn",),
+                extra=(versions,), cflags=cflags)
+    make_module(tree.moddir / "extra/mid.ko", needs=("base_fn", "local_fn"), cflags=cflags,
+                extra=("void mid_fn(void) {}", "const unsigned int __crc_mid_fn = 0x1234abcd;"))
+    make_module(tree.moddir / "extra/base.ko", exports=("base_fn",), cflags=cflags)
+    make_module(tree.moddir / "kernel/leaf.ko", exports=("leaf_fn", "local_fn"), cflags=cflags)
+    make_module(tree.moddir / "kernel/lost.ko", needs=("base_fn", "leaf_fn"), cflags=cflags)
+    _patch_symbol(tree.moddir / "extra/mid.ko", "local_fn", bind=0)  # STB_LOCAL, still SHN_UNDEF
+    _patch_symbol(tree.moddir / "kernel/lost.ko", "leaf_fn", st_name=1 << 30)
+    result = compare(tree)
+    dep = result.files["modules.dep"]
+    # (what depmod wrote, compared above: the cases are there, not lost)
+    assert b"extra/top.ko: extra/mid.ko kernel/leaf.ko extra/base.ko\n" in dep
+    assert b"extra/mid.ko: kernel/leaf.ko extra/base.ko\n" in dep
+    assert b"kernel/lost.ko:\n" in dep
+    assert b"alias symbol:mid_fn mid\n" in result.files["modules.symbols"]
+    from ansible_collections.kernel.kmod.plugins.module_utils._kmod.elf import read_module
+    top = str(tree.moddir / "extra/top.ko")
+    dumped = subprocess.run(["modprobe", "--dump-modversions", top], capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    assert [f"{crc:#010x}\t{name}" for name, crc in read_module(top).versions()] == dumped[:-1]
