@@ -146,6 +146,18 @@ class ModuleElf:
                 raise self._error("its string tables overlap far beyond what a linker writes")
         return got
 
+    def _cstr_list(self, offsets: list[int]) -> list[bytes]:
+        """_cstr of each offset, by C-level maps when even MAX_NAME-long names would fit
+        the budget (as for any real module); else name by name, as _cstr bounds them."""
+        data = self.data
+        if len(offsets) * (MAX_NAME + 1) > self._cstr_budget:
+            return list(map(self._cstr, offsets))
+        ends = list(map(data.find, itertools.repeat(b"\0"), offsets, [o + MAX_NAME + 1 for o in offsets]))
+        if -1 in ends:  # too long, or running to the end of the file: _cstr tells which
+            return list(map(self._cstr, offsets))
+        self._cstr_budget -= sum(ends) - sum(offsets) + len(offsets)
+        return list(map(data.__getitem__, map(slice, offsets, ends)))
+
     def _section_at(self, index: int) -> Section:
         name_off, stype, flags, _addr, offset, size = self._raw_sections[index][:6]
         return Section(index, _text(self._cstr(self._names_off + name_off)), stype, flags, offset, size,
@@ -323,7 +335,7 @@ class ModuleElf:
             offsets, infos = list(itertools.compress(offsets, kept)), list(itertools.compress(infos, kept))
         if offsets and max(offsets) >= size:
             return []  # libkmod gives up on the whole list (-EINVAL)
-        names = list(map(self._cstr, map(base.__add__, offsets)))
+        names = self._cstr_list(list(map(base.__add__, offsets)))
         named = list(map(bool, names))  # libkmod skips empty names
         names, infos = list(itertools.compress(names, named)), list(itertools.compress(infos, named))
         versions = self._versions_raw()
