@@ -117,13 +117,10 @@ class ModuleElf:
         if names_off + names_size > len(data) or names_size == 0 or data[names_off + names_size - 1] != 0:
             raise self._error("section name table is not NUL-terminated")
         size = len(data)
-        by_name: dict[bytes, int] = {}
-        for i in range(1, shnum):
-            name_off, offset, sec_size = raw[i][0], raw[i][4], raw[i][5]
-            # libkmod ignores sections that do not fit in the file or whose name is out of range
-            if offset + sec_size > size or name_off >= names_size:
-                continue
-            by_name.setdefault(self._cstr(names_off + name_off), i)  # first match wins
+        # libkmod ignores sections that do not fit in the file or whose name is out of range
+        usable = [i for i in range(1, shnum) if raw[i][4] + raw[i][5] <= size and raw[i][0] < names_size]
+        names = self._cstr_list([names_off + raw[i][0] for i in usable])
+        by_name = dict(zip(reversed(names), reversed(usable)))  # the first match wins
         self._raw_sections = raw
         self._names_off = names_off
         self._names_size = names_size
