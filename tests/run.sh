@@ -10,7 +10,8 @@
 #   It first installs what it needs: Debian packages (apt-get) and the Python tools of
 #   requirements-test.txt in a virtual environment ($KMOD_VENV, default under the test cache).
 # Two lanes (KMOD_LANES=1: one): the guest lane's stages each keep one qemu guest (one core,
-# TCG) busy and run one after the other beside the main lane; their output goes to a log per
+# TCG) busy and run one after the other beside the main lane, which, once done, takes those
+# not started yet from the end of the list (molecule first); their output goes to a log per
 # stage (printed whole when the stage fails, kept in $KMOD_TEST_CACHE/logs/run-*), the main
 # lane prints as it goes.
 # Each stage prints its time; the last line is "N passed, N failed[, N skipped]" over the
@@ -240,10 +241,13 @@ run_stage() {
   record "$name" "$rc" $((SECONDS - start))
 }
 
+# A guest-lane stage runs once, in whichever lane claims it first (mkdir is atomic).
+claim() { mkdir "$work/claimed-$1" 2>/dev/null; }
+
 # The same, output to the stage's log: one line when it starts, the result when it ends.
 run_stage_logged() {
   local name=$1 start=$SECONDS rc
-  echo "=== $name (guest lane, log: $logs/$name.log) ==="
+  echo "=== $name (guest stage, log: $logs/$name.log) ==="
   (cd "$repo" && "stage_$name") >"$logs/$name.log" 2>&1
   rc=$?
   record "$name" "$rc" $((SECONDS - start))
@@ -277,10 +281,16 @@ if ((${#guests[@]})); then
   mkdir -p "$KMOD_TEST_CACHE/logs"
   logs=$(mktemp -d "$KMOD_TEST_CACHE/logs/run-$(date +%Y%m%dT%H%M%S)-XXXX")
   echo "guest lane: ${guests[*]} (beside: ${main[*]})"
-  ( for s in "${guests[@]}"; do run_stage_logged "$s"; done ) &
+  ( for s in "${guests[@]}"; do claim "$s" && run_stage_logged "$s"; done ) &
   guest_pid=$!
 fi
 for s in "${main[@]}"; do run_stage "$s"; done
+# Then the main lane takes guest stages from the end of the guest lane's list (molecule
+# first) that the guest lane has not started: once the main lane is done, the guest lane
+# alone would leave a core idle.
+for ((i = ${#guests[@]} - 1; i >= 0; i--)); do
+  claim "${guests[i]}" && run_stage_logged "${guests[i]}"
+done
 if ((${#guests[@]})); then
   wait "$guest_pid"
   while read -r name rc _took; do
