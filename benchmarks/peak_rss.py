@@ -13,13 +13,17 @@ from __future__ import annotations
 def wrapper(log: str, python: str = "/usr/bin/python3") -> str:
     return f"""#!{python}
 import re, resource, subprocess, sys
-data = sys.stdin.buffer.read()  # pipelining: the payload; else argv[1] is the payload's file
-script = data or (open(sys.argv[1], "rb").read() if sys.argv[1:] else b"")
+args = sys.argv[1:]
+# pipelining: no argument, the payload on stdin; else argv[1] is the payload's file, or an
+# option (the role's `python3 -c 'import elftools'` probe): no module, nothing logged
+data = sys.stdin.buffer.read() if not args else None
+script = data or (open(args[0], "rb").read() if args and not args[0].startswith("-") else b"")
 found = re.search(rb"module_fqn='([\\w.]+)'", script)
-rc = subprocess.run([{python!r}, *sys.argv[1:]], input=data).returncode
-with open({log!r}, "a") as out:
-    name = found.group(1).decode().rsplit(".", 1)[-1] if found else "?"
-    out.write(f"{{name}} {{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}}\\n")
+rc = subprocess.run([{python!r}, *args], input=data).returncode
+if found:
+    with open({log!r}, "a") as out:
+        name = found.group(1).decode().rsplit(".", 1)[-1]
+        out.write(f"{{name}} {{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}}\\n")
 sys.exit(rc)
 """
 
