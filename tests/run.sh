@@ -117,7 +117,7 @@ stage_unit() { (cd "$repo" && run_pytest -n auto tests/unit); }
 
 stage_vm() {
   [[ -d "$repo/tests/vm" ]] || { echo "no tests/vm"; return "$SKIP"; }
-  (cd "$repo" && run_pytest tests/vm)
+  (cd "$repo" && run_pytest --durations=15 tests/vm)  # durations: where CI time goes
 }
 
 stage_sanity() {
