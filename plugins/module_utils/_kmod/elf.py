@@ -49,6 +49,12 @@ _LAYOUT = {
     1: ("16xxxHxxxxxxxxxxxxIxxxxxxxxxxHHH", "IIIIIIIIII", "IIxxxxBxH", 4),  # Sym: (name, value, info, shndx)
     2: ("16xxxHxxxxxxxxxxxxxxxxxxxxQxxxxxxxxxxHHH", "IIQQQQIIQQ", "IBxHQxxxxxxxx", 8),
 }
+# ELF class (32/64) -> byte offset of the Sym fields read as columns (Elf32_Sym: name, value,
+# size, info, other, shndx; Elf64_Sym: name, info, other, shndx, value, size).
+_SYM_FIELD_OFFSETS = {
+    32: {"st_name": 0, "st_info": 12, "st_shndx": 14},
+    64: {"st_name": 0, "st_info": 4, "st_shndx": 6},
+}
 # e_machine -> pyelftools' name (as its header parser gave it); unknown values stay numbers
 _MACHINES = {} if not HAS_PYELFTOOLS else {v: k for k, v in ENUM_E_MACHINE.items() if isinstance(v, int)}
 
@@ -231,13 +237,14 @@ class ModuleElf:
             return None
         return symtab[0] + size, symtab[1] // size - 1
 
-    def _column(self, code: str, field: int) -> array.array[int]:
-        """One field of every symbol from 1 (``field`` counted in ``code`` items from the
-        row's start), in host byte order: each scan over it runs at C speed instead of
-        unpacking every row in Python (depmod reads every symbol of thousands of modules)."""
+    def _column(self, code: str, field: str) -> array.array[int]:
+        """One field of every symbol from 1 (``code``: its array type), in host byte order:
+        each scan over it runs at C speed instead of unpacking every row in Python (depmod
+        reads every symbol of thousands of modules)."""
         start, count = t.cast("tuple[int, int]", self._symtab)
         column = array.array(code, self.data[start:start + count * self._sym.size])
-        column = column[field::self._sym.size // column.itemsize]
+        offset = _SYM_FIELD_OFFSETS[self.elfclass][field]
+        column = column[offset // column.itemsize::self._sym.size // column.itemsize]
         if self.little_endian != (sys.byteorder == "little"):
             column.byteswap()
         return column
@@ -245,7 +252,7 @@ class ModuleElf:
     @functools.cached_property
     def _names(self) -> array.array[int]:
         """st_name of every symbol from 1."""
-        return self._column("I", 0)
+        return self._column("I", "st_name")
 
     def _row(self, index: int) -> tuple[int, int, int, int]:
         """(st_name, st_info, st_shndx, st_value) of symbol index + 1."""
@@ -323,10 +330,10 @@ class ModuleElf:
         # Every step maps C functions over whole columns: depmod reads ~200 symbols of each
         # of thousands of modules, and a Python loop per symbol was most of its time.
         # st_shndx == SHN_UNDEF (zero in either byte order) picks the rows.
-        shndx = self._column("H", 6 // 2 if self.elfclass == 64 else 14 // 2)
+        shndx = self._column("H", "st_shndx")
         rows = list(itertools.compress(itertools.count(), map(operator.not_, shndx)))
         offsets = list(map(self._names.__getitem__, rows))
-        infos = list(map(self._column("B", 4 if self.elfclass == 64 else 12).__getitem__, rows))  # st_info
+        infos = list(map(self._column("B", "st_info").__getitem__, rows))
         if self.machine in ("EM_SPARC", "EM_SPARCV9"):
             kept = [i & 0xF != STT_REGISTER for i in infos]
             offsets, infos = list(itertools.compress(offsets, kept)), list(itertools.compress(infos, kept))
