@@ -39,6 +39,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from collection_link import checkout_collections_path  # noqa: E402
 from kernels import KernelTree, pristine_root, scratch_root  # noqa: E402
 
+sys.path.insert(0, checkout_collections_path())  # as bench_edit.py: the engine from this checkout
+from ansible_collections.kernel.kmod.plugins.module_utils._kmod.file import (  # noqa: E402
+    decompress, detect_compression)
+
 INDEXES = ("modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep",
            "modules.symbols", "modules.symbols.bin", "modules.builtin.bin", "modules.builtin.alias.bin",
            "modules.devname")
@@ -151,9 +155,6 @@ def run(key: str, work: Path) -> dict:
 def decompression_cpu(root: Path) -> float:
     """CPU seconds this process spends decompressing every compressed module under root
     (0 for a tree of plain .ko files): the part of a cold depmod no program can skip."""
-    sys.path.insert(0, checkout_collections_path())
-    from ansible_collections.kernel.kmod.plugins.module_utils._kmod.file import (  # noqa: E402
-        decompress, detect_compression)
     total = 0.0
     for path in root.rglob("*.ko.*"):
         data = path.read_bytes()
